@@ -104,7 +104,7 @@ def migrate(url: str, *, retries: int = 0) -> list[str]:
                         )
                     continue
                 with conn.transaction():
-                    conn.execute(migration.path.read_text())  # type: ignore[call-overload]
+                    conn.execute(migration.path.read_text())
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) "
                         "VALUES (%s, %s, %s)",

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterwatch.db import embedded_database, migrate
@@ -34,11 +35,14 @@ class TestServers(BaseSettings):
 
 SERVERS = TestServers()
 
+# Timing belongs in benchmarks, not in tests: no per-example deadline (the first example pays
+# for imports and connections on a busy CI machine).
+hypothesis_settings.register_profile("meterwatch", deadline=None)
+hypothesis_settings.load_profile("meterwatch")
+
 
 def _with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
 class DatabaseFactory:
@@ -53,6 +57,14 @@ class DatabaseFactory:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.template}"')
             conn.execute(f'CREATE DATABASE "{self.template}"')
         migrate(_with_database(admin_url, self.template))
+        # CREATE DATABASE … TEMPLATE needs a template nobody is connected to, and TimescaleDB's
+        # background scheduler connects to every database that has the extension.
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.template}" WITH ALLOW_CONNECTIONS false')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (self.template,),
+            )
 
     def __call__(self) -> str:
         name = f"{self.prefix}_{uuid.uuid4().hex[:10]}"
@@ -128,9 +140,7 @@ def stream_key(redis_client: redis.Redis) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
     """Builds Settings the way a deployment would, from environment variables, and makes them
     the process-wide settings for the test."""
 

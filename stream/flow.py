@@ -1,0 +1,68 @@
+"""The dataflow, built in one function: one straight way for the data.
+
+deliveries → parse → match → per-meter state → one transactional sink
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeGuard
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+
+from stream.matching import MatchedRead, Matcher, UnmatchedRead
+from stream.meter import meter_logic_builder
+from stream.reads import Delivery, Reading, Rejected, parse_delivery
+from stream.sink import DatabaseSink, SinkItem
+
+DAY_S = 86_400
+
+
+def parse_batch(deliveries: list[Delivery]) -> list[Reading | Rejected]:
+    return [parse_delivery(d) for d in deliveries]
+
+
+def is_reading(item: Reading | Rejected) -> TypeGuard[Reading]:
+    return isinstance(item, Reading)
+
+
+def is_matched(item: MatchedRead | UnmatchedRead) -> TypeGuard[MatchedRead]:
+    return isinstance(item, MatchedRead)
+
+
+def meter_key(item: MatchedRead) -> str:
+    return item.reading.meter_id
+
+
+def drop_key(keyed: tuple[str, Any]) -> Any:
+    return keyed[1]
+
+
+def build_flow(
+    source: Source[Delivery],
+    database_url: str,
+    *,
+    dedup_window_days: int = 35,
+    assignments_refresh_s: float = 30.0,
+    flow_id: str = "meterwatch",
+) -> Dataflow:
+    matcher = Matcher(database_url, assignments_refresh_s)
+    flow = Dataflow(flow_id)
+    deliveries = op.input("deliveries", flow, source)
+    # Delivery: one row as it arrived
+    parsed = op.flat_map_batch("parse", deliveries, parse_batch)
+    # Reading | Rejected
+    valid = op.branch("valid", parsed, is_reading)
+    matched = op.flat_map_batch("match", valid.trues, matcher.match_batch)
+    # MatchedRead | UnmatchedRead
+    assigned = op.branch("assigned", matched, is_matched)
+    by_meter = op.key_on("by_meter", assigned.trues, meter_key)
+    # (meter_id, MatchedRead)
+    results = op.stateful_batch("meter", by_meter, meter_logic_builder(dedup_window_days * DAY_S))
+    # (meter_id, StoredRead | DuplicateRead | FlagWrite)
+    outputs = op.map("unkey", results, drop_key)
+    everything: Stream[SinkItem] = op.merge("everything", outputs, assigned.falses, valid.falses)
+    # StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
+    op.output("store", everything, DatabaseSink(database_url))
+    return flow

@@ -1,0 +1,213 @@
+"""Per-meter state in the dataflow: duplicates, register conversion, detectors and flags.
+
+Each meter's reads come here in the order they arrive. A read seen before becomes a
+`DuplicateRead`; every other read becomes a `StoredRead`. Reads newer than any before feed the
+register converter and the detectors, and the flag tracker turns the detectors' findings into
+`FlagWrite`s. A late read (older than the newest seen) is stored but not fed to the models,
+which see each meter's history once, in time order.
+
+The state is snapshotted by Bytewax at every epoch for every meter touched in it, so
+`MeterState.snapshot` returns a compact tuple of plain values, cheap to copy and to pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from detectors.bank import DetectorBank
+from detectors.base import Finding, Interval, MeterContext
+from detectors.lifecycle import FlagChange, FlagTracker
+from detectors.register import RegisterConverter
+from stream.matching import MatchedRead
+from stream.reads import Delivery
+from stream.seen import SeenIntervals
+
+
+@dataclass(slots=True)
+class StoredRead:
+    """A read to store. `vouched` says the meter state knows it is not stored yet (the fast
+    path); otherwise the database decides whether it is a duplicate."""
+
+    meter_id: str
+    ts: datetime
+    value: float | None
+    reported_unit: str
+    register: float | None
+    quality: str | None
+    account_id: str
+    service_point_id: str
+    vouched: bool
+    delivery: Delivery
+
+
+@dataclass(slots=True)
+class DuplicateRead:
+    meter_id: str
+    ts: datetime
+    value: float
+    delivery: Delivery
+
+
+@dataclass(slots=True)
+class FlagWrite:
+    meter_id: str
+    account_id: str
+    change: FlagChange
+
+
+MeterOutput = StoredRead | DuplicateRead | FlagWrite
+
+
+class MeterState:
+    """Everything meterwatch remembers about one meter."""
+
+    __slots__ = ("account_id", "bank", "flags", "last_ts", "meter_id", "register", "seen")
+
+    def __init__(self, dedup_window_s: int) -> None:
+        self.meter_id = ""
+        self.seen = SeenIntervals(dedup_window_s)
+        self.last_ts: int | None = None  # newest read fed to the models
+        self.account_id: str | None = None  # the account the models learned on
+        self.register: RegisterConverter | None = None
+        self.bank = DetectorBank()
+        self.flags = FlagTracker()
+
+    def process(self, matched: MatchedRead) -> list[MeterOutput]:
+        reading, assignment = matched.reading, matched.assignment
+        self.meter_id = reading.meter_id
+        first = self.seen.add(reading.epoch)
+        if first is False:
+            return [
+                DuplicateRead(
+                    reading.meter_id, reading.ts, reading.value * reading.factor, reading.delivery
+                )
+            ]
+        in_order = self.last_ts is None or reading.epoch > self.last_ts
+        outputs: list[MeterOutput] = []
+        if in_order and assignment.account_id != self.account_id:
+            # A new occupant uses water differently: close what was open, learn afresh.
+            if self.account_id is not None:
+                outputs.extend(self._writes(self.flags.close_all()))
+                self.bank = DetectorBank()
+                self.flags = FlagTracker()
+            self.account_id = assignment.account_id
+
+        rollover: Finding | None = None
+        seconds: int | None = None
+        if reading.kind == "register":
+            register: float | None = reading.value
+            if self.register is None:
+                self.register = RegisterConverter()
+            delta: float | None = None
+            if in_order:
+                previous_ts = self.register.last_ts
+                delta, rollover = self.register.convert(reading.epoch, reading.value)
+                if previous_ts is not None:
+                    seconds = reading.epoch - previous_ts
+            value = None if delta is None else delta * reading.factor
+        else:
+            register = None
+            value = reading.value * reading.factor
+            if self.seen.grid > 0:
+                seconds = self.seen.grid
+            elif self.last_ts is not None:
+                seconds = reading.epoch - self.last_ts
+
+        outputs.insert(
+            0,
+            StoredRead(
+                reading.meter_id,
+                reading.ts,
+                value,
+                reading.reported_unit,
+                register,
+                reading.quality,
+                assignment.account_id,
+                assignment.service_point_id,
+                first is True,
+                reading.delivery,
+            ),
+        )
+        if not in_order:
+            return outputs
+        self.last_ts = reading.epoch
+        findings: dict[str, Finding] = {}
+        if value is not None and seconds:
+            context = MeterContext(assignment.customer_class, assignment.active)
+            findings = self.bank.update(Interval(reading.epoch, seconds, value), context)
+        kinds = self.bank.kinds
+        if self.register is not None:
+            kinds += ("rollover",)
+            if rollover is not None:
+                findings["rollover"] = rollover
+        outputs.extend(self._writes(self.flags.observe(reading.epoch, findings, kinds)))
+        return outputs
+
+    def _writes(self, changes: list[FlagChange]) -> list[FlagWrite]:
+        return [FlagWrite(self.meter_id, self.account_id or "", c) for c in changes]
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (
+            self.seen.__getstate__(),
+            self.last_ts,
+            self.account_id,
+            None if self.register is None else self.register.__getstate__(),
+            self.bank.__getstate__(),
+            self.flags.__getstate__(),
+        )
+
+    @classmethod
+    def restore(cls, snapshot: tuple[Any, ...]) -> MeterState:
+        seen, last_ts, account_id, register, bank, flags = snapshot
+        state = cls.__new__(cls)
+        state.meter_id = ""
+        state.seen = SeenIntervals.__new__(SeenIntervals)
+        state.seen.__setstate__(seen)
+        state.last_ts = last_ts
+        state.account_id = account_id
+        state.register = None
+        if register is not None:
+            state.register = RegisterConverter()
+            state.register.__setstate__(register)
+        state.bank = DetectorBank.__new__(DetectorBank)
+        state.bank.__setstate__(bank)
+        state.flags = FlagTracker.__new__(FlagTracker)
+        state.flags.__setstate__(flags)
+        return state
+
+
+class MeterLogic(StatefulBatchLogic[MatchedRead, MeterOutput, tuple[Any, ...]]):
+    """Bytewax's handle on one meter's state."""
+
+    def __init__(self, state: MeterState) -> None:
+        self.state = state
+
+    def on_batch(self, values: list[MatchedRead]) -> tuple[list[MeterOutput], bool]:
+        if len(values) > 1:
+            values = sorted(values, key=lambda m: m.reading.epoch)
+        outputs: list[MeterOutput] = []
+        state = self.state
+        for matched in values:
+            outputs.extend(state.process(matched))
+        return outputs, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self.state.snapshot()
+
+
+def meter_logic_builder(
+    dedup_window_s: int,
+) -> Callable[[tuple[Any, ...] | None], MeterLogic]:
+    """The `stateful_batch` builder: a fresh meter, or one restored from a snapshot."""
+
+    def build(resume: tuple[Any, ...] | None) -> MeterLogic:
+        if resume is None:
+            return MeterLogic(MeterState(dedup_window_s))
+        return MeterLogic(MeterState.restore(resume))
+
+    return build

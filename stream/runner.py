@@ -1,0 +1,95 @@
+"""Running the dataflow: over a file (exits when every read is committed), over the Redis
+Stream (until stopped, with recovery snapshots), or over the simulator (the demo)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+from bytewax.testing import run_main
+
+from meterwatch.settings import Settings
+from stream.flow import build_flow
+from stream.sources import FileSource, RedisStreamSource, stop_requested
+
+log = logging.getLogger(__name__)
+
+
+def file_flow(path: Path, settings: Settings) -> Dataflow:
+    return build_flow(
+        FileSource(path, settings.source_batch_size),
+        settings.require_database_url(),
+        dedup_window_days=settings.dedup_window_days,
+        assignments_refresh_s=settings.assignments_refresh_s,
+        flow_id="meterwatch_file",
+    )
+
+
+def stream_flow(settings: Settings) -> Dataflow:
+    return build_flow(
+        RedisStreamSource(
+            settings.require_redis_url(),
+            settings.stream_keys,
+            settings.source_batch_size,
+            settings.stream_retention_hours,
+        ),
+        settings.require_database_url(),
+        dedup_window_days=settings.dedup_window_days,
+        assignments_refresh_s=settings.assignments_refresh_s,
+    )
+
+
+def recovery_config(settings: Settings, directory: Path | None = None) -> RecoveryConfig:
+    """The recovery store for the stream flow, created on first use. Its partition count is
+    fixed at creation; one partition is enough for a single machine."""
+    directory = directory or settings.data_dir / "recovery"
+    if not any(directory.glob("part-*.sqlite3")):
+        directory.mkdir(parents=True, exist_ok=True)
+        init_db_dir(directory, 1)
+        log.info("created dataflow recovery store in %s", directory)
+    return RecoveryConfig(str(directory))
+
+
+def execute(
+    flow: Dataflow,
+    settings: Settings,
+    *,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    recovery: RecoveryConfig | None = None,
+) -> None:
+    """Run `flow` to completion in this process (with `workers` threads), or as process
+    `process_id` of a cluster whose processes listen on `addresses`."""
+    epoch = timedelta(seconds=settings.snapshot_interval_s)
+    _stop_on_signals()
+    if workers == 1 and process_id is None:
+        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+        return
+    cli_main(
+        flow,
+        workers_per_process=workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=epoch,
+        recovery_config=recovery,
+    )
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM end the sources' input instead of killing the process mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("stopping: finishing the current batch and snapshot")
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)

@@ -1,0 +1,387 @@
+"""The dataflow's one sink: everything a batch produced, written in one transaction.
+
+Writes are idempotent, because Bytewax delivers at least once (after a crash it replays input
+since the last snapshot):
+
+- reads the meter state vouched for go in by COPY, the fast path; if the COPY meets a row that
+  is already there (only after a replay), the batch's reads take the slow path instead;
+- reads the state could not vouch for (older than its window) go through a temporary table
+  and `INSERT … ON CONFLICT DO NOTHING`; those that were already stored are duplicates;
+- rejected reads, exception-queue reads and duplicates are keyed by their delivery name, so a
+  replayed delivery is never written twice;
+- flags are upserted on (meter, kind, start), and an update never overwrites a newer revision.
+
+When the database is unreachable the sink waits and retries with backoff; the dataflow stalls
+meanwhile rather than losing anything. A row the database refuses for its content (which
+validation should have caught) goes to the rejected table with the database's message instead
+of failing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from stream.matching import UnmatchedRead
+from stream.meter import DuplicateRead, FlagWrite, StoredRead
+from stream.reads import Delivery, Rejected, raw_payload
+
+log = logging.getLogger(__name__)
+
+READ_COLUMNS = (
+    "meter_id",
+    "ts",
+    "value",
+    "reported_unit",
+    "register",
+    "quality",
+    "account_id",
+    "service_point_id",
+)
+_COPY_READS = f"COPY reads ({', '.join(READ_COLUMNS)}) FROM STDIN"
+
+_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_reads (
+  meter_id text, ts timestamptz, value float8, reported_unit text, register float8,
+  quality text, account_id text, service_point_id text, vouched bool, delivery text, seq bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS incoming_unmatched (
+  meter_id text, ts timestamptz, value float8, reported_unit text, register float8,
+  quality text, reason text, detail text, delivery text, seq bigint
+) ON COMMIT DELETE ROWS;
+"""
+
+_STORE_INCOMING_READS = """
+WITH firsts AS (
+  SELECT DISTINCT ON (meter_id, ts) * FROM incoming_reads ORDER BY meter_id, ts, seq
+), stored AS (
+  INSERT INTO reads (meter_id, ts, value, reported_unit, register, quality, account_id,
+                     service_point_id)
+  SELECT meter_id, ts, value, reported_unit, register, quality, account_id, service_point_id
+    FROM firsts
+  ON CONFLICT (meter_id, ts) DO NOTHING
+  RETURNING meter_id, ts
+)
+INSERT INTO duplicate_reads (delivery, meter_id, ts, value)
+SELECT i.delivery, i.meter_id, i.ts, i.value
+  FROM incoming_reads i
+ WHERE NOT i.vouched
+   AND NOT EXISTS (SELECT 1 FROM stored s JOIN firsts f USING (meter_id, ts)
+                    WHERE s.meter_id = i.meter_id AND s.ts = i.ts AND f.delivery = i.delivery)
+ON CONFLICT (delivery) DO NOTHING
+"""
+
+_STORE_UNMATCHED = """
+INSERT INTO unmatched_reads (meter_id, ts, value, reported_unit, register, quality, reason,
+                             detail, delivery)
+SELECT DISTINCT ON (meter_id, ts) meter_id, ts, value, reported_unit, register, quality, reason,
+       detail, delivery
+  FROM incoming_unmatched ORDER BY meter_id, ts, seq
+ON CONFLICT (meter_id, ts) DO NOTHING
+"""
+
+# A further delivery of a read already in the exception queue is a duplicate; the queue row
+# keeps the name of the delivery it came from, so a replay of that one is not.
+_UNMATCHED_DUPLICATES = """
+INSERT INTO duplicate_reads (delivery, meter_id, ts, value)
+SELECT i.delivery, i.meter_id, i.ts, i.value
+  FROM incoming_unmatched i JOIN unmatched_reads u USING (meter_id, ts)
+ WHERE u.delivery <> i.delivery
+ON CONFLICT (delivery) DO NOTHING
+"""
+
+_INSERT_REJECTED = """
+INSERT INTO rejected_reads (delivery, reason, raw, meter_id) VALUES (%s, %s, %s, %s)
+ON CONFLICT (delivery) DO NOTHING
+"""
+
+_INSERT_DUPLICATE = """
+INSERT INTO duplicate_reads (delivery, meter_id, ts, value) VALUES (%s, %s, %s, %s)
+ON CONFLICT (delivery) DO NOTHING
+"""
+
+_UPSERT_FLAG = """
+INSERT INTO flags (meter_id, account_id, kind, started_at, ended_at, detected_at, severity,
+                   score, evidence, details, revision)
+VALUES (%s, %s, %s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s, %s)
+ON CONFLICT (meter_id, kind, started_at) DO UPDATE
+   SET ended_at = EXCLUDED.ended_at, severity = EXCLUDED.severity, score = EXCLUDED.score,
+       evidence = EXCLUDED.evidence, details = EXCLUDED.details, revision = EXCLUDED.revision,
+       updated_at = now()
+ WHERE flags.revision < EXCLUDED.revision
+"""
+
+_UPSERT_PROGRESS = """
+INSERT INTO pipeline_status (source, worker, position, deliveries, latest_read_ts, updated_at)
+VALUES (%s, %s, %s, %s, %s, now())
+ON CONFLICT (source) DO UPDATE
+   SET position = CASE WHEN EXCLUDED.deliveries >= pipeline_status.deliveries
+                       THEN EXCLUDED.position ELSE pipeline_status.position END,
+       deliveries = GREATEST(pipeline_status.deliveries, EXCLUDED.deliveries),
+       latest_read_ts = GREATEST(pipeline_status.latest_read_ts, EXCLUDED.latest_read_ts),
+       worker = EXCLUDED.worker,
+       updated_at = now()
+"""
+
+SinkItem = StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
+
+
+@dataclass(slots=True)
+class _Progress:
+    seq: int
+    position: str
+    latest: datetime | None
+
+
+class Batch:
+    """One write_batch's items, sorted by what they become."""
+
+    def __init__(self, items: Iterable[SinkItem]) -> None:
+        self.reads: list[StoredRead] = []
+        self.duplicates: list[DuplicateRead] = []
+        self.flags: dict[tuple[str, str, int], FlagWrite] = {}
+        self.unmatched: list[UnmatchedRead] = []
+        self.rejected: list[Rejected] = []
+        self.progress: dict[str, _Progress] = {}
+        for item in items:
+            if isinstance(item, StoredRead):
+                self.reads.append(item)
+                self._advance(item.delivery, item.ts)
+            elif isinstance(item, FlagWrite):
+                key = (item.meter_id, item.change.kind, item.change.started_at)
+                known = self.flags.get(key)
+                if known is None or known.change.revision < item.change.revision:
+                    self.flags[key] = item
+            elif isinstance(item, DuplicateRead):
+                self.duplicates.append(item)
+                self._advance(item.delivery, item.ts)
+            elif isinstance(item, UnmatchedRead):
+                self.unmatched.append(item)
+                self._advance(item.reading.delivery, item.reading.ts)
+            elif isinstance(item, Rejected):
+                self.rejected.append(item)
+                self._advance(item.delivery, None)
+            else:
+                raise TypeError(f"the sink does not know how to store {type(item).__name__}")
+
+    def _advance(self, delivery: Delivery, ts: datetime | None) -> None:
+        known = self.progress.get(delivery.source)
+        if known is None:
+            self.progress[delivery.source] = _Progress(delivery.seq, delivery.position, ts)
+            return
+        if delivery.seq > known.seq:
+            known.seq, known.position = delivery.seq, delivery.position
+        if ts is not None and (known.latest is None or ts > known.latest):
+            known.latest = ts
+
+
+def _read_row(read: StoredRead) -> tuple[Any, ...]:
+    return (
+        read.meter_id,
+        read.ts,
+        read.value,
+        read.reported_unit,
+        read.register,
+        read.quality,
+        read.account_id,
+        read.service_point_id,
+    )
+
+
+class DatabaseWriter:
+    """Writes batches to PostgreSQL over one connection, reconnecting when it is lost."""
+
+    def __init__(self, database_url: str, worker: str = "0", max_backoff_s: float = 30.0) -> None:
+        self.database_url = database_url
+        self.worker = worker
+        self.max_backoff_s = max_backoff_s
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.database_url)
+            conn.execute(_TEMP_TABLES)
+            conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def write(self, items: Sequence[SinkItem]) -> None:
+        """Store one batch; blocks, retrying with backoff, while the database is down."""
+        batch = Batch(items)
+        delay = 0.5
+        while True:
+            try:
+                self._write(batch)
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+                self.close()
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                # The batch holds something the database refuses. Find it row by row rather
+                # than crash-looping on the same batch forever.
+                log.error("database refused a batch (%s); storing it row by row", exc)
+                self._rollback()
+                self._write_one_by_one(batch)
+                return
+
+    def _write(self, batch: Batch) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            self._store_reads(conn, batch.reads)
+            self._store_unmatched(conn, batch.unmatched)
+            with conn.cursor() as cur:
+                if batch.rejected:
+                    cur.executemany(
+                        _INSERT_REJECTED,
+                        [(r.delivery.name, r.reason, r.raw, r.meter_id) for r in batch.rejected],
+                    )
+                if batch.duplicates:
+                    cur.executemany(
+                        _INSERT_DUPLICATE,
+                        [(d.delivery.name, d.meter_id, d.ts, d.value) for d in batch.duplicates],
+                    )
+                if batch.flags:
+                    cur.executemany(_UPSERT_FLAG, [_flag_row(f) for f in batch.flags.values()])
+                if batch.progress:
+                    cur.executemany(
+                        _UPSERT_PROGRESS,
+                        [
+                            (source, self.worker, p.position, p.seq, p.latest)
+                            for source, p in sorted(batch.progress.items())
+                        ],
+                    )
+
+    def _store_reads(self, conn: psycopg.Connection, reads: list[StoredRead]) -> None:
+        if not reads:
+            return
+        vouched = [r for r in reads if r.vouched]
+        careful = [r for r in reads if not r.vouched]
+        if vouched:
+            try:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_READS) as copy:
+                    for read in vouched:
+                        copy.write_row(_read_row(read))
+            except errors.UniqueViolation:
+                # Only after a replay: some of these were committed before the crash.
+                careful = reads
+        if careful:
+            with conn.cursor() as cur:
+                with cur.copy(
+                    "COPY incoming_reads (meter_id, ts, value, reported_unit, register, quality,"
+                    " account_id, service_point_id, vouched, delivery, seq) FROM STDIN"
+                ) as copy:
+                    for read in careful:
+                        copy.write_row(
+                            (*_read_row(read), read.vouched, read.delivery.name, read.delivery.seq)
+                        )
+                cur.execute(_STORE_INCOMING_READS)
+
+    def _store_unmatched(self, conn: psycopg.Connection, unmatched: list[UnmatchedRead]) -> None:
+        if not unmatched:
+            return
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY incoming_unmatched (meter_id, ts, value, reported_unit, register, quality,"
+                " reason, detail, delivery, seq) FROM STDIN"
+            ) as copy:
+                for u in unmatched:
+                    r = u.reading
+                    is_register = r.kind == "register"
+                    copy.write_row(
+                        (
+                            r.meter_id,
+                            r.ts,
+                            None if is_register else r.value * r.factor,
+                            r.reported_unit,
+                            r.value if is_register else None,
+                            r.quality,
+                            u.reason,
+                            u.detail,
+                            r.delivery.name,
+                            r.delivery.seq,
+                        )
+                    )
+            cur.execute(_STORE_UNMATCHED)
+            cur.execute(_UNMATCHED_DUPLICATES)
+
+    def _write_one_by_one(self, batch: Batch) -> None:
+        singles: list[SinkItem] = [
+            *batch.reads,
+            *batch.duplicates,
+            *batch.flags.values(),
+            *batch.unmatched,
+            *batch.rejected,
+        ]
+        for item in singles:
+            try:
+                self._write(Batch([item]))
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                self._rollback()
+                delivery = getattr(item, "delivery", None) or getattr(
+                    getattr(item, "reading", None), "delivery", None
+                )
+                if delivery is None:  # a flag the database refused: a bug, keep it in the log
+                    log.error("database refused %r: %s", item, exc)
+                    continue
+                reason = f"the database refused this read: {str(exc).splitlines()[0]}"
+                self._write(Batch([Rejected(delivery, reason, raw_payload(delivery), None)]))
+
+    def _rollback(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.rollback()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _flag_row(write: FlagWrite) -> tuple[Any, ...]:
+    c = write.change
+    return (
+        write.meter_id,
+        write.account_id,
+        c.kind,
+        c.started_at,
+        c.ended_at,
+        c.detected_at,
+        c.severity,
+        c.score,
+        c.evidence,
+        Jsonb(c.details),
+        c.revision,
+    )
+
+
+class _DatabaseSinkPartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, writer: DatabaseWriter) -> None:
+        self.writer = writer
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        self.writer.write(items)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class DatabaseSink(DynamicSink[SinkItem]):
+    """One writer (one connection) per dataflow worker."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DatabaseSinkPartition:
+        return _DatabaseSinkPartition(DatabaseWriter(self.database_url, str(worker_index)))
