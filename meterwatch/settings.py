@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     api_url: str | None = None
     # The dashboard's live page refresh (milliseconds).
     dashboard_refresh_ms: int = Field(default=2000, ge=250)
+    # How long the dashboard waits for an answer from the API (seconds).
+    dashboard_api_timeout_s: float = Field(default=5.0, gt=0)
+    # Attempts the API makes to reach the database at start-up (attempts; the wait doubles from
+    # 0.5 s up to 10 s, so 10 attempts is about a minute). After that it serves anyway, answering
+    # 503 on /ready until the database comes back.
+    api_db_startup_retries: int = Field(default=10, ge=0, le=100)
+    # Database connections the API keeps open at most (connections).
+    api_pool_size: int = Field(default=10, ge=1, le=500)
+    # How long a request waits for a free database connection before it gets 503 (seconds).
+    api_db_timeout_s: float = Field(default=5.0, gt=0)
 
     # --- the demo -------------------------------------------------------------------------------
     # Meters the demo simulates, and how many simulated seconds pass per wall second until the

@@ -1,0 +1,81 @@
+"""Builds the FastAPI app (`create_app`) and runs it (`serve`).
+
+/health, /ready       probes (root, unversioned)
+/v1/stats             counts (the `stats --json` numbers)
+/v1/flags/latest      newest flags
+/v1/live              everything the dashboard's live page shows
+/metrics              Prometheus
+/docs                 OpenAPI
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+import uvicorn
+from anyio import to_thread
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from api import metrics
+from api.deps import StaffAccess
+from api.resources import Resources, first_line
+from api.routes import flags, health, live, stats
+from meterwatch.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# The staff routes; authentication arrives through `staff_access` (api/deps.py).
+v1 = APIRouter(prefix="/v1", dependencies=[StaffAccess])
+v1.include_router(stats.router)
+v1.include_router(flags.router)
+v1.include_router(live.router)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for `settings` (default: the process settings). Raises MissingSetting when
+    DATABASE_URL is not set. Nothing connects until the app starts (its lifespan)."""
+    settings = settings or get_settings()
+    resources = Resources(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # blocking start-up work (connecting with retries, migrating) off the event loop
+        await to_thread.run_sync(resources.start)
+        try:
+            yield
+        finally:
+            await to_thread.run_sync(resources.close)
+
+    app = FastAPI(
+        title="meterwatch API",
+        summary="Smart-meter reads, flags and alerts for utility staff, customers and the "
+        "live dashboard.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.resources = resources
+    app.include_router(health.router)
+    app.include_router(v1)
+    app.include_router(metrics.router)
+    metrics.instrument(app)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # also psycopg_pool.PoolTimeout: no connection could be had in time
+        log.warning("database unavailable for %s: %s", request.url.path, first_line(exc))
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": f"database unavailable at {resources.database}: {first_line(exc)}"},
+        )
+
+    return app
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run the API with uvicorn on settings.api_host:settings.api_port until interrupted."""
+    settings = settings or get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)

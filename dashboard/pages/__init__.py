@@ -1,0 +1,1 @@
+"""The dashboard's pages, one module each, found by Dash (`use_pages=True`)."""

@@ -1,0 +1,121 @@
+"""The live page: throughput, lag behind the head-end, stream backlog, totals, usage by
+customer class over the last 24 h of reads, and the newest flags — refreshed in place every
+`settings.dashboard_refresh_ms`. Component ids start with `live-`.
+
+`register(app, settings)` adds the page and its callback to one app (rather than through
+`dash.callback`'s process-wide list), so that several apps can live in one process.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, dcc, html
+
+from dashboard import data, figures
+from meterwatch.settings import Settings
+
+CARDS = (
+    ("live-reads-per-s", "Throughput", "reads the pipeline committed per second, last minute"),
+    ("live-lag", "Lag behind the head-end", "wall clock minus the newest read committed"),
+    ("live-backlog", "Stream backlog", "reads published to Redis, not yet committed"),
+    ("live-stored", "Reads stored", "matched to an account"),
+    ("live-rejected", "Reads rejected", "unparseable or implausible, kept with the reason"),
+    ("live-unmatched", "Reads unmatched", "no account to bill: in the exception queue"),
+    ("live-duplicates", "Duplicates ignored", "deliveries of a read already stored"),
+)
+
+
+def _card(card_id: str, title: str, hint: str) -> html.Div:
+    return html.Div(
+        className="mw-card",
+        title=hint,
+        children=[
+            html.Div(title, className="mw-card-title"),
+            html.Div(figures.NO_VALUE, id=card_id, className="mw-card-value"),
+            html.Div(hint, id=f"{card_id}-hint", className="mw-card-hint"),
+        ],
+    )
+
+
+def layout(refresh_ms: int, tz: tzinfo) -> html.Div:
+    """The page before its first refresh: empty cards, chart and table."""
+    return html.Div(
+        className="mw-page",
+        children=[
+            html.Div(id="live-banner", className="mw-banner", role="alert", hidden=True),
+            html.Div([_card(*card) for card in CARDS], className="mw-cards"),
+            dcc.Graph(
+                id="live-usage",
+                figure=figures.usage_figure(None, tz),
+                config={"displaylogo": False},
+            ),
+            html.H2("Newest flags"),
+            html.Table(figures.flags_table([], tz), id="live-flags", className="mw-table"),
+            html.P(id="live-as-of", className="mw-as-of"),
+            dcc.Interval(id="live-interval", interval=refresh_ms),
+        ],
+    )
+
+
+def render(result: data.LiveResult, tz: tzinfo) -> tuple[Any, ...]:
+    """The callback's outputs for one fetch, in `OUTPUTS` order."""
+    numbers = figures.live_numbers(result.live, tz)
+    live = result.live
+    figure: go.Figure = figures.usage_figure(
+        live.usage if live else None,
+        tz,
+        empty_text="No reads yet" if live else "No data: the API did not answer",
+    )
+    return (
+        result.error or "",
+        result.error is None,
+        numbers.reads_per_s,
+        numbers.lag,
+        numbers.backlog,
+        numbers.backlog_hint or CARDS[2][2],
+        numbers.stored,
+        numbers.rejected,
+        numbers.unmatched,
+        numbers.duplicates,
+        figure,
+        figures.flags_table(live.latest_flags if live else [], tz),
+        numbers.as_of,
+    )
+
+
+OUTPUTS = [
+    Output("live-banner", "children"),
+    Output("live-banner", "hidden"),
+    Output("live-reads-per-s", "children"),
+    Output("live-lag", "children"),
+    Output("live-backlog", "children"),
+    Output("live-backlog-hint", "children"),
+    Output("live-stored", "children"),
+    Output("live-rejected", "children"),
+    Output("live-unmatched", "children"),
+    Output("live-duplicates", "children"),
+    Output("live-usage", "figure"),
+    Output("live-flags", "children"),
+    Output("live-as-of", "children"),
+]
+
+
+def register(app: Dash, settings: Settings) -> None:
+    """Add the live page at / to `app`, fetching from settings.effective_api_url."""
+    tz = settings.tz
+
+    def page(**_query: str) -> html.Div:
+        return layout(settings.dashboard_refresh_ms, tz)
+
+    dash.register_page(
+        __name__, path="/", name="Live", title="meterwatch · live", order=0, layout=page
+    )
+
+    @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"))
+    def refresh_live(_n_intervals: int | None) -> tuple[Any, ...]:
+        result = data.fetch_live(settings.effective_api_url, settings.dashboard_api_timeout_s)
+        return render(result, tz)
