@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -60,6 +60,7 @@ CREATE TEMP TABLE IF NOT EXISTS incoming_unmatched (
 ) ON COMMIT DELETE ROWS;
 """
 
+# Returns the deliveries whose read was stored now; the others were stored before.
 _STORE_INCOMING_READS = """
 WITH firsts AS (
   SELECT DISTINCT ON (meter_id, ts) * FROM incoming_reads ORDER BY meter_id, ts, seq
@@ -71,13 +72,7 @@ WITH firsts AS (
   ON CONFLICT (meter_id, ts) DO NOTHING
   RETURNING meter_id, ts
 )
-INSERT INTO duplicate_reads (delivery, meter_id, ts, value)
-SELECT i.delivery, i.meter_id, i.ts, i.value
-  FROM incoming_reads i
- WHERE NOT i.vouched
-   AND NOT EXISTS (SELECT 1 FROM stored s JOIN firsts f USING (meter_id, ts)
-                    WHERE s.meter_id = i.meter_id AND s.ts = i.ts AND f.delivery = i.delivery)
-ON CONFLICT (delivery) DO NOTHING
+SELECT f.delivery FROM stored JOIN firsts f USING (meter_id, ts)
 """
 
 _STORE_UNMATCHED = """
@@ -109,6 +104,8 @@ INSERT INTO duplicate_reads (delivery, meter_id, ts, value) VALUES (%s, %s, %s, 
 ON CONFLICT (delivery) DO NOTHING
 """
 
+# Returns the flag's id and whether this write created it; nothing when a newer revision is
+# already stored (a replay).
 _UPSERT_FLAG = """
 INSERT INTO flags (meter_id, account_id, kind, started_at, ended_at, detected_at, severity,
                    score, evidence, details, revision)
@@ -118,6 +115,7 @@ ON CONFLICT (meter_id, kind, started_at) DO UPDATE
        evidence = EXCLUDED.evidence, details = EXCLUDED.details, revision = EXCLUDED.revision,
        updated_at = now()
  WHERE flags.revision < EXCLUDED.revision
+RETURNING flag_id, (xmax = 0) AS created
 """
 
 _UPSERT_PROGRESS = """
@@ -133,6 +131,25 @@ ON CONFLICT (source) DO UPDATE
 """
 
 SinkItem = StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
+
+
+@dataclass(slots=True)
+class StoredFlag:
+    """A flag write the database took: its id, and whether it created the flag."""
+
+    write: FlagWrite
+    flag_id: int
+    created: bool
+
+
+class AfterStore(Protocol):
+    """Work that must commit in the same transaction as the data that caused it (the alerts
+    outbox). `reads` are the reads stored by this transaction, never one stored before;
+    `flags` the flag writes it applied."""
+
+    def __call__(
+        self, conn: psycopg.Connection, reads: list[StoredRead], flags: list[StoredFlag]
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -200,10 +217,17 @@ def _read_row(read: StoredRead) -> tuple[Any, ...]:
 class DatabaseWriter:
     """Writes batches to PostgreSQL over one connection, reconnecting when it is lost."""
 
-    def __init__(self, database_url: str, worker: str = "0", max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        worker: str = "0",
+        max_backoff_s: float = 30.0,
+        after_store: Sequence[AfterStore] = (),
+    ) -> None:
         self.database_url = database_url
         self.worker = worker
         self.max_backoff_s = max_backoff_s
+        self.after_store = list(after_store)
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
@@ -238,8 +262,9 @@ class DatabaseWriter:
     def _write(self, batch: Batch) -> None:
         conn = self._connection()
         with conn.transaction():
-            self._store_reads(conn, batch.reads)
+            stored = self._store_reads(conn, batch.reads)
             self._store_unmatched(conn, batch.unmatched)
+            flags = self._store_flags(conn, list(batch.flags.values()))
             with conn.cursor() as cur:
                 if batch.rejected:
                     cur.executemany(
@@ -251,8 +276,6 @@ class DatabaseWriter:
                         _INSERT_DUPLICATE,
                         [(d.delivery.name, d.meter_id, d.ts, d.value) for d in batch.duplicates],
                     )
-                if batch.flags:
-                    cur.executemany(_UPSERT_FLAG, [_flag_row(f) for f in batch.flags.values()])
                 if batch.progress:
                     cur.executemany(
                         _UPSERT_PROGRESS,
@@ -261,17 +284,22 @@ class DatabaseWriter:
                             for source, p in sorted(batch.progress.items())
                         ],
                     )
+            for hook in self.after_store:
+                hook(conn, stored, flags)
 
-    def _store_reads(self, conn: psycopg.Connection, reads: list[StoredRead]) -> None:
+    def _store_reads(self, conn: psycopg.Connection, reads: list[StoredRead]) -> list[StoredRead]:
+        """Store the batch's reads; returns those stored now (not before)."""
         if not reads:
-            return
+            return []
         vouched = [r for r in reads if r.vouched]
         careful = [r for r in reads if not r.vouched]
+        stored: list[StoredRead] = []
         if vouched:
             try:
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_READS) as copy:
                     for read in vouched:
                         copy.write_row(_read_row(read))
+                stored = vouched
             except errors.UniqueViolation:
                 # Only after a replay: some of these were committed before the crash.
                 careful = reads
@@ -286,6 +314,30 @@ class DatabaseWriter:
                             (*_read_row(read), read.vouched, read.delivery.name, read.delivery.seq)
                         )
                 cur.execute(_STORE_INCOMING_READS)
+                now_stored = {row[0] for row in cur.fetchall()}
+                stored.extend(r for r in careful if r.delivery.name in now_stored)
+                # A read the state could not vouch for, that was already there: a duplicate.
+                duplicates = [
+                    (r.delivery.name, r.meter_id, r.ts, r.value)
+                    for r in careful
+                    if not r.vouched and r.delivery.name not in now_stored
+                ]
+                if duplicates:
+                    cur.executemany(_INSERT_DUPLICATE, duplicates)
+        return stored
+
+    def _store_flags(self, conn: psycopg.Connection, writes: list[FlagWrite]) -> list[StoredFlag]:
+        if not writes:
+            return []
+        applied: list[StoredFlag] = []
+        with conn.cursor() as cur:
+            cur.executemany(_UPSERT_FLAG, [_flag_row(w) for w in writes], returning=True)
+            for write in writes:
+                row = cur.fetchone()
+                if row is not None:
+                    applied.append(StoredFlag(write, row[0], row[1]))
+                cur.nextset()
+        return applied
 
     def _store_unmatched(self, conn: psycopg.Connection, unmatched: list[UnmatchedRead]) -> None:
         if not unmatched:
@@ -378,10 +430,13 @@ class _DatabaseSinkPartition(StatelessSinkPartition[SinkItem]):
 
 
 class DatabaseSink(DynamicSink[SinkItem]):
-    """One writer (one connection) per dataflow worker."""
+    """One writer (one connection) per dataflow worker; `after_store` runs in each batch's
+    transaction (see `AfterStore`)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, after_store: Sequence[AfterStore] = ()) -> None:
         self.database_url = database_url
+        self.after_store = after_store
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DatabaseSinkPartition:
-        return _DatabaseSinkPartition(DatabaseWriter(self.database_url, str(worker_index)))
+        writer = DatabaseWriter(self.database_url, str(worker_index), after_store=self.after_store)
+        return _DatabaseSinkPartition(writer)
