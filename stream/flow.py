@@ -5,6 +5,8 @@ deliveries → parse → match → per-meter state → one transactional sink
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, tzinfo
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
@@ -14,7 +16,7 @@ from bytewax.inputs import Source
 from stream.matching import MatchedRead, Matcher, UnmatchedRead
 from stream.meter import meter_logic_builder
 from stream.reads import Delivery, Reading, Rejected, parse_delivery
-from stream.sink import DatabaseSink, SinkItem
+from stream.sink import AfterStore, DatabaseSink, SinkItem
 
 DAY_S = 86_400
 
@@ -46,7 +48,16 @@ def build_flow(
     dedup_window_days: int = 35,
     assignments_refresh_s: float = 30.0,
     flow_id: str = "meterwatch",
+    tz: tzinfo = UTC,
+    after_store: Sequence[AfterStore] | None = None,
 ) -> Dataflow:
+    """The dataflow from `source` to the database. `after_store` runs in each batch's
+    transaction (see `stream.sink.AfterStore`); None: the alerts hook (`alerts.decide`)."""
+    if after_store is None:
+        from alerts.decide import alert_hooks
+        from meterwatch.settings import get_settings
+
+        after_store = alert_hooks(database_url, get_settings())
     matcher = Matcher(database_url, assignments_refresh_s)
     flow = Dataflow(flow_id)
     deliveries = op.input("deliveries", flow, source)
@@ -59,10 +70,12 @@ def build_flow(
     assigned = op.branch("assigned", matched, is_matched)
     by_meter = op.key_on("by_meter", assigned.trues, meter_key)
     # (meter_id, MatchedRead)
-    results = op.stateful_batch("meter", by_meter, meter_logic_builder(dedup_window_days * DAY_S))
+    results = op.stateful_batch(
+        "meter", by_meter, meter_logic_builder(dedup_window_days * DAY_S, tz)
+    )
     # (meter_id, StoredRead | DuplicateRead | FlagWrite)
     outputs = op.map("unkey", results, drop_key)
     everything: Stream[SinkItem] = op.merge("everything", outputs, assigned.falses, valid.falses)
     # StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
-    op.output("store", everything, DatabaseSink(database_url))
+    op.output("store", everything, DatabaseSink(database_url, after_store=after_store))
     return flow

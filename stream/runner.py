@@ -14,6 +14,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
+from alerts.decide import alert_hooks
 from meterwatch.settings import Settings
 from stream.flow import build_flow
 from stream.sources import FileSource, RedisStreamSource, stop_requested
@@ -28,6 +29,8 @@ def file_flow(path: Path, settings: Settings) -> Dataflow:
         dedup_window_days=settings.dedup_window_days,
         assignments_refresh_s=settings.assignments_refresh_s,
         flow_id="meterwatch_file",
+        tz=settings.tz,
+        after_store=alert_hooks(settings.require_database_url(), settings),
     )
 
 
@@ -42,6 +45,8 @@ def stream_flow(settings: Settings) -> Dataflow:
         settings.require_database_url(),
         dedup_window_days=settings.dedup_window_days,
         assignments_refresh_s=settings.assignments_refresh_s,
+        tz=settings.tz,
+        after_store=alert_hooks(settings.require_database_url(), settings),
     )
 
 
