@@ -17,6 +17,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
+from api.usage import ensure_rollup
 from meterwatch.db import migrate
 from meterwatch.reports import Throughput
 from meterwatch.settings import Settings
@@ -75,6 +76,7 @@ class Resources:
         """Wait for the database (bounded), apply migrations, open the pool and Redis client."""
         try:
             migrate(self.database_url, retries=self.settings.api_db_startup_retries)
+            self._prepare_rollup()
             self._migrated = True
         except psycopg.OperationalError as exc:
             log.error(
@@ -93,6 +95,12 @@ class Resources:
                 socket_connect_timeout=2.0,
             )
 
+    def _prepare_rollup(self) -> None:
+        """Keep the daily usage rollup in the utility's time zone (api.usage.ensure_rollup)."""
+        with psycopg.connect(self.database_url) as conn:
+            if ensure_rollup(conn, self.settings.utility_tz):
+                log.info("daily usage rollup rebuilt for %s", self.settings.utility_tz)
+
     def close(self) -> None:
         self.pool.close()
         if self.redis is not None:
@@ -106,5 +114,6 @@ class Resources:
         with self._migrate_lock:
             if not self._migrated:
                 migrate(self.database_url)
+                self._prepare_rollup()
                 self._migrated = True
                 log.info("database at %s is reachable again; migrations applied", self.database)

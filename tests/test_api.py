@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 import redis
+from api_fixtures import staff_headers
 from conftest import SERVERS
 from fastapi.testclient import TestClient
 from test_reports import seed_sample
@@ -29,7 +30,7 @@ def seeded_url(database_url: str) -> str:
 @pytest.fixture
 def client(seeded_url: str, make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     settings = make_settings(database_url=seeded_url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
         yield client
 
 
@@ -49,7 +50,7 @@ def test_ready_checks_redis_when_configured(
     seeded_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(database_url=seeded_url, redis_url=SERVERS.redis_url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
         response = client.get("/ready")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
@@ -57,7 +58,7 @@ def test_ready_checks_redis_when_configured(
 
 def test_unreachable_database_is_503_not_a_crash(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(database_url=NOWHERE_DB, api_db_startup_retries=0, api_db_timeout_s=1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
         assert client.get("/health").status_code == 200  # alive, not ready
         ready = client.get("/ready")
         assert ready.status_code == 503
@@ -71,7 +72,7 @@ def test_unreachable_database_is_503_not_a_crash(make_settings: Callable[..., Se
 
 def test_unreachable_redis_is_503(seeded_url: str, make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(database_url=seeded_url, redis_url="redis://:secret@127.0.0.1:1/0")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
         ready = client.get("/ready")
         live = client.get("/v1/live")
     assert ready.status_code == 503
@@ -94,7 +95,8 @@ def test_start_up_applies_the_migrations(make_settings: Callable[..., Settings])
     try:
         info = psycopg.conninfo.conninfo_to_dict(admin)
         url = psycopg.conninfo.make_conninfo(**{**info, "dbname": name})  # type: ignore[arg-type]
-        with TestClient(create_app(make_settings(database_url=url))) as client:
+        settings = make_settings(database_url=url)
+        with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
             assert client.get("/v1/stats").json()["reads"]["stored"] == 0
         with psycopg.connect(url) as conn:
             applied = conn.execute("SELECT name FROM schema_migrations").fetchall()
@@ -161,7 +163,7 @@ def test_live(
     settings = make_settings(
         database_url=seeded_url, redis_url=SERVERS.redis_url, reads_stream=stream_key
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=staff_headers(settings)) as client:
         response = client.get("/v1/live", params={"flags": 2})
     assert response.status_code == 200
     live = response.json()

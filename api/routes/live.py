@@ -8,7 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep, ResourcesDep
+from api.deps import ConnDep, ResourcesDep, StaffAccess
 from api.resources import Resources, describe_redis, first_line
 from api.schemas import (
     FlagPublic,
@@ -38,7 +38,7 @@ def _backlog(
     return [StreamBacklogPublic.model_validate(b) for b in found], None
 
 
-@router.get("", response_model=LivePublic)
+@router.get("", response_model=LivePublic, dependencies=[StaffAccess])
 def read_live(
     conn: ConnDep,
     resources: ResourcesDep,
