@@ -1,44 +1,142 @@
-"""The detectors every meter runs, as one unit the dataflow and `meterwatch score` share."""
+"""The detectors every meter runs, with the profile they share, as one unit: what the
+dataflow and `meterwatch score` run for each meter.
+
+At each interval every detector scores it against the profile; then, unless an anomaly
+that changes what the meter passes holds (`PROTECTED_BY`) or the interval may be an outlier
+(a possible burst or spike), the profile learns it. Some findings explain others: during a
+burst every hour also looks like a leak and a usage anomaly; a stopped or stuck meter makes
+nonsense of use statistics. While such a finding holds, the findings it explains are not
+opened (a flag of theirs already open stays open).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 from detectors.base import Detector, Finding, Interval, MeterContext
-from detectors.leak import ContinuousFlowLeak
+from detectors.burst import Burst
+from detectors.inactive import InactiveUsage
+from detectors.leak import QuietHourLeak
+from detectors.profile import MeterProfile
 from detectors.reverse_flow import ReverseFlow
+from detectors.spike import Spike
+from detectors.stopped import StoppedMeter
+from detectors.stuck import StuckReading
+from detectors.usage_anomaly import UsageAnomaly
+
+# finding kind -> the kinds it explains away
+EXPLAINS: dict[str, tuple[str, ...]] = {
+    "burst": ("leak", "spike", "usage_anomaly"),
+    "stopped_meter": ("leak", "usage_anomaly"),
+    "stuck_reading": ("leak", "usage_anomaly", "stopped_meter"),
+    "leak": ("usage_anomaly",),
+    "spike": ("usage_anomaly",),
+    "inactive_usage": ("leak", "spike", "burst", "usage_anomaly", "stuck_reading"),
+}
+# a detector still gathering evidence for these kinds holds back the kinds they explain
+SUSPICION_EXPLAINS: dict[str, tuple[str, ...]] = {
+    "leak": ("usage_anomaly",),
+    "stuck_reading": ("leak", "usage_anomaly"),
+    "burst": ("spike", "usage_anomaly", "leak"),
+}
+
+
+# While one of these holds, the profile does not learn: they change what the meter passes.
+PROTECTED_BY = (
+    "leak",
+    "burst",
+    "spike",
+    "stopped_meter",
+    "stuck_reading",
+    "usage_anomaly",
+    "inactive_usage",
+)
+# A detector suspecting one of these (the first hour of a possible burst, a possible spike)
+# keeps that interval out of the profile: one outlier would skew its means for weeks. Other
+# suspicions do not: a habit that looks odd at first (watering at dawn twice a week) must be
+# learned, or it looks odd forever.
+OUTLIER_KINDS = ("burst", "spike")
 
 
 def default_detectors() -> list[Detector]:
-    return [ContinuousFlowLeak(), ReverseFlow()]
+    return [
+        QuietHourLeak(),
+        Burst(),
+        Spike(),
+        ReverseFlow(),
+        StoppedMeter(),
+        StuckReading(),
+        InactiveUsage(),
+        UsageAnomaly(),
+    ]
 
 
 class DetectorBank:
-    """One meter's detectors; `update` returns every finding that holds, by kind."""
+    """One meter's profile and detectors. `update` returns the findings that hold, by kind."""
 
-    __slots__ = ("detectors",)
+    __slots__ = ("detectors", "profile")
 
-    def __init__(self, detectors: list[Detector] | None = None) -> None:
+    def __init__(
+        self,
+        detectors: list[Detector] | None = None,
+        profile: MeterProfile | None = None,
+    ) -> None:
         self.detectors = detectors if detectors is not None else default_detectors()
+        self.profile = profile or MeterProfile()
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return tuple(kind for d in self.detectors for kind in d.kinds)
+        return tuple(dict.fromkeys(kind for d in self.detectors for kind in d.kinds))
 
-    def update(self, interval: Interval, context: MeterContext) -> dict[str, Finding]:
+    def update(
+        self, interval: Interval, context: MeterContext, open_kinds: Collection[str] = ()
+    ) -> dict[str, Finding]:
+        profile = self.profile
         found: dict[str, Finding] = {}
+        outlier = False
+        leak_building = False
+        held_back: set[str] = set()
         for detector in self.detectors:
-            for finding in detector.update(interval, context):
+            for finding in detector.update(interval, context, profile):
                 found[finding.kind] = finding
+            if detector.suspicious:
+                for kind in detector.kinds:
+                    held_back.update(SUSPICION_EXPLAINS.get(kind, ()))
+                    outlier = outlier or kind in OUTLIER_KINDS
+                    leak_building = leak_building or kind == "leak"
+        for kind in list(found):
+            held_back.update(EXPLAINS.get(kind, ()))
+        for kind in held_back:
+            if kind in open_kinds:
+                continue
+            found.pop(kind, None)
+            for detector in self.detectors:
+                if kind in detector.kinds:
+                    detector.explained(kind)
+        if not outlier and not any(k in found for k in PROTECTED_BY):
+            # the peak first, so that heavy flow is judged against a peak that includes it
+            profile.observe_peak(interval)
+            if interval.value >= 0:
+                profile.learn(interval, context, hold_running=leak_building)
         return found
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple((type(d), d.__getstate__()) for d in self.detectors)
+        return (
+            self.profile.__getstate__(),
+            tuple((type(d), d.__getstate__()) for d in self.detectors),
+        )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
+        profile_state, detector_states = state
+        self.profile = MeterProfile.__new__(MeterProfile)
+        self.profile.__setstate__(profile_state)
         detectors = []
-        for cls, detector_state in state:
+        for cls, detector_state in detector_states:
             detector = cls.__new__(cls)
             detector.__setstate__(detector_state)
             detectors.append(detector)
         self.detectors = detectors
+
+
+BankFactory = Callable[[], DetectorBank]

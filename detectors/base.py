@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from detectors.profile import MeterProfile
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -41,10 +44,14 @@ class Interval:
 
 @dataclass(slots=True, frozen=True)
 class MeterContext:
-    """What a detector may know about the meter's account."""
+    """What a detector may know about the meter and its account: the customer class, whether
+    the account is active, the utility's offset from UTC at this interval (seconds: hours of
+    the day are local hours), and whether the meter reports a register."""
 
     customer_class: str = "residential"
     active: bool = True
+    utc_offset_s: int = 0
+    register: bool = False
 
 
 @dataclass(slots=True)
@@ -69,15 +76,25 @@ class Finding:
 class Detector(ABC):
     """One algorithm over one meter's intervals.
 
-    `update` scores the interval against what the detector has learned, then learns from it,
-    and returns the findings of the kinds in `kinds` that hold at this interval; a kind absent
-    from the result does not hold (an open flag of that kind closes).
+    `update` scores the interval against the meter's learned `profile` (which the bank
+    updates afterwards, and only while nothing abnormal holds) and against the detector's own
+    state, and returns the findings of the kinds in `kinds` that hold at this interval; a kind
+    absent from the result does not hold (an open flag of that kind closes).
     """
 
     kinds: ClassVar[tuple[str, ...]]
+    # Set by `update` when the interval looks abnormal even though no finding holds yet (the
+    # first hour of a possible burst): the bank then keeps it out of the profile.
+    suspicious: bool = False
 
     @abstractmethod
-    def update(self, interval: Interval, context: MeterContext) -> list[Finding]: ...
+    def update(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile
+    ) -> list[Finding]: ...
+
+    def explained(self, kind: str) -> None:  # noqa: B027  (most detectors keep no evidence)
+        """Another finding explains this detector's `kind` away (a stuck reading explains the
+        'leak' its repeated values look like): forget the evidence gathered for it."""
 
     @abstractmethod
     def __getstate__(self) -> tuple[Any, ...]:

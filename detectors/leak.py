@@ -1,149 +1,291 @@
-"""Continuous-flow leak: water that keeps running through the hours a meter is normally quiet.
+"""Leak: water that keeps running when this meter is normally still.
 
-Daytime use can keep a meter turning for many hours in a row, so "flow for N hours" alone
-cries wolf. What a leak changes is the quiet hours: in most homes flow drops to (near) zero
-for some hours every night, and a leak keeps it up. This detector learns, per meter and hour
-of day, the usual flow (an exponentially weighted mean, not updated while a leak is running,
-so that a long leak never becomes the new normal); an hour whose usual flow is below the
-class's minimum flow is a quiet hour. It flags a leak when flow has not dropped below the
-minimum flow since before `quiet_hours_needed` quiet hours, and for at least the class's
-minimum span.
+Daytime use can keep a meter turning for many hours in a row, so "flow for N hours" cries
+wolf on busy households and 24/7 businesses, and "one dry hour resets it" misses a toilet
+flapper that leaks on and off. What a leak changes is how often the meter stands still: a
+leak keeps it running at hours of the day when this meter usually stands still at least now
+and then, and above all in its quiet hours.
 
-A meter with no quiet hour (a hotel, a hospital, a 24/7 plant) is never flagged by this rule.
+Two sequential likelihood-ratio tests (CUSUMs) run side by side, each against the meter's
+profile, which says how often the meter runs at each local hour (p, shrunk towards a prior
+while the meter is new):
+
+- steady: "the meter runs `STEADY_RUNNING` of the time" (a continuous leak), over every hour
+  in which the meter normally stands still at least now and then (p ≤ `STEADY_MAX_P`). A
+  running interval adds log(0.97 / p), a still one log(0.03 / (1 - p)): one still hour wipes
+  out a day of weak evidence, while each quiet hour of a leak adds about 3;
+- intermittent: "the meter runs `INTERMITTENT_RUNNING` of the time", over the quiet hours
+  only (p ≤ the class's `quiet_share`), for a flapper that leaks on and off.
+
+A leak is flagged when either reaches the class's evidence (9 for a home: odds of about
+8,000 : 1). A 24/7 business never stands still and is never flagged; intervals at burst rates
+are left to the burst detector; an inactive account's use is inactive usage, not a leak.
 
 >>> from detectors.base import Interval, MeterContext
->>> detector = ContinuousFlowLeak()
->>> ctx = MeterContext("residential")
->>> hour = 3600
->>> def day_of_use(day, extra=0.0):
+>>> from detectors.profile import MeterProfile
+>>> detector, profile, ctx = QuietHourLeak(), MeterProfile(), MeterContext("residential")
+>>> def day(d, extra=0.0):
 ...     found = []
 ...     for h in range(24):
-...         use = (0.0 if h < 6 else 12.0) + extra
-...         found = detector.update(Interval((day * 24 + h + 1) * hour, hour, use), ctx)
+...         use = (0.0 if h < 6 else 12.0 if h % 3 == 0 else 0.0) + extra
+...         iv = Interval((d * 24 + h + 1) * 3600, 3600, use)
+...         found = detector.update(iv, ctx, profile)
+...         if not found and not detector.suspicious:
+...             profile.learn(iv, ctx)
 ...     return found
->>> for day in range(3):
-...     _ = day_of_use(day)
->>> day_of_use(3)
+>>> for d in range(7):
+...     _ = day(d)
+>>> day(7)
 []
->>> [(f.kind, f.details["leak_rate"]) for f in day_of_use(4, extra=2.0)]
+>>> [(f.kind, f.details["leak_rate"]) for f in day(8, extra=2.0)]
 [('leak', 2.0)]
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
 from detectors.config import thresholds_for
+from detectors.profile import RUNNING_RATE, MeterProfile, slot_of
+
+STEADY_RUNNING = 0.97  # a continuous leak keeps the meter running nearly always
+STEADY_MAX_P = 0.5  # hours in which the meter runs more often than this tell too little
+INTERMITTENT_RUNNING = 0.4  # a flapper leak runs some of the time
+WARMUP_DAYS = 5.0
+# The steady test's evidence must span this many hours of the meter's still-prone hours, and
+# the intermittent test's more than one night.
+MIN_STEADY_HOURS = 4.0
+MIN_STEADY_QUIET = 2  # running intervals in the meter's quietest hours the steady test needs
+MIN_INTERMITTENT_S = 20 * 3600
+# The profile's share of running intervals is shrunk towards this prior (a Beta(0.5, 2.5)),
+# so that three still nights do not make a single running hour look like proof.
+PRIOR_ON, PRIOR_N = 0.5, 3.0
+# Nobody's nights are certain: someone is up now and then. However still a meter's nights
+# have been, an hour of running then is never taken as stronger evidence than this allows.
+MIN_CHANCE = 0.06
+EFFECTIVE_N = 19.0  # an EW mean with weight 0.1 remembers about this many observations
+# Scattered evidence of the intermittent test fades (half-life about a month).
+DECAY_PER_HOUR = 0.999
+# Evidence past this share of what is needed keeps intervals out of the profile: a leak that is
+# building up must not teach the profile that the meter runs at night.
+SUSPICIOUS = 0.2
 
 
-class ContinuousFlowLeak(Detector):
-    """Flags flow that does not drop during the meter's quiet hours.
+def running_chance(profile: MeterProfile, hour: int) -> float:
+    """How likely the meter is to be running in this local hour: the profile's share, pooled
+    with the neighbouring hours (weights 1-2-1, since habits shift by an hour from day to
+    day) and shrunk towards the prior by how much the profile has seen."""
+    share = n = 0.0
+    for h, weight in ((hour - 1) % 24, 1.0), (hour, 2.0), ((hour + 1) % 24, 1.0):
+        seen = min(profile.observations(h) + profile.observations(h + 24), EFFECTIVE_N)
+        share += weight * seen * profile.on_share(h)
+        n += weight * seen
+    n /= 2.0  # the weights sum to 4: the pool is worth about two hours' observations
+    return min(max((share / 2.0 + PRIOR_ON) / (n + PRIOR_N), 0.02), 0.98)
 
-    Parameters: `learn_rate` weighs each new interval into its hour's usual flow;
-    `warmup_hours` of history are needed before a meter can be flagged;
-    `quiet_hours_needed` is how many normally quiet hours must have had flow.
-    """
+
+class QuietHourLeak(Detector):
+    """Flags a meter that keeps running through its quiet hours (see the module docstring)."""
 
     kinds: ClassVar[tuple[str, ...]] = ("leak",)
 
-    def __init__(
-        self, learn_rate: float = 0.15, warmup_hours: int = 48, quiet_hours_needed: float = 3.0
-    ) -> None:
-        self.learn_rate = learn_rate
-        self.warmup_hours = warmup_hours
-        self.quiet_hours_needed = quiet_hours_needed
-        self._usual: tuple[float, ...] = (0.0,) * 24  # usual flow by hour of day (gal/h)
-        self._learned_s = 0  # history learned (seconds)
-        self._run_start: int | None = None
-        self._run_low = 0.0  # lowest flow since the run began (gal/h)
-        self._run_quiet_s = 0  # quiet-hour time with flow during the run (seconds)
-        self._run_excess = 0.0  # volume above the usual flow during the run (gal)
+    def __init__(self) -> None:
+        self.suspicious = False
+        self._steady = 0.0  # CUSUM of the steady test
+        self._steady_since: int | None = None
+        self._steady_hours = 0.0  # hours of the steady test's run
+        self._steady_quiet = 0  # running quiet-hour intervals in the steady test's run
+        self._flapping = 0.0  # CUSUM of the intermittent test
+        self._flapping_since: int | None = None
+        self._active = False
+        self._since: int | None = None  # start of the flagged leak
+        self._rate = 0.0  # EW of the excess flow in running quiet intervals (gal/h)
+        self._lowest = 0.0  # lowest running flow since the flag (gal/h)
+        self._volume = 0.0  # estimated volume lost since the flag's start (gal)
+        self._quiet_running = 0  # quiet intervals running since the flag's start
+        self._quiet_seen = 0  # quiet intervals since the flag's start
 
-    def update(self, interval: Interval, context: MeterContext) -> list[Finding]:
+    def update(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile
+    ) -> list[Finding]:
         limits = thresholds_for(context.customer_class)
+        needed = limits.leak_evidence
         rate = interval.rate
-        hour = ((interval.ts - interval.seconds) // 3600) % 24
-        usual = self._usual[hour]
-        quiet = usual < limits.leak_min_flow
-        if rate >= limits.leak_min_flow:
-            if self._run_start is None:
-                self._run_start = interval.ts - interval.seconds
-                self._run_low = rate
-                self._run_quiet_s = 0
-                self._run_excess = 0.0
-            self._run_low = min(self._run_low, rate)
-            if quiet:
-                self._run_quiet_s += interval.seconds
-            self._run_excess += max(0.0, rate - usual) * interval.seconds / 3600.0
-        else:
-            self._run_start = None
+        if not context.active or profile.days < WARMUP_DAYS or rate >= limits.burst_min_rate:
+            if not context.active:
+                self._close()
+            self.suspicious = self._building(needed)
+            return self._findings(needed)
+        start = interval.ts - interval.seconds
+        hours = interval.seconds / 3600.0
+        slot = slot_of(start, context.utc_offset_s)
+        hour = slot % 24
+        share = profile.on_share(hour)
+        p = max(running_chance(profile, hour), MIN_CHANCE)
+        running = rate >= RUNNING_RATE
+        cap = 1.5 * needed if self._active else math.inf
+        if share <= STEADY_MAX_P:
+            step = (
+                math.log(STEADY_RUNNING / p)
+                if running
+                else math.log((1.0 - STEADY_RUNNING) / (1.0 - p))
+            )
+            if self._steady <= 0.0:
+                self._steady_since, self._steady_hours, self._steady_quiet = start, 0.0, 0
+            self._steady = min(max(0.0, self._steady + step), cap)
+            self._steady_hours += hours
+            if share <= limits.quiet_share:
+                if running:
+                    self._steady_quiet += 1
+                else:  # a continuous leak never lets the meter stand still in its quiet hours
+                    self._steady = 0.0
+        elif not running:
+            # A still interval at a busy hour says as much against a continuous leak as one at
+            # night; a running one says little (busy hours run in streaks), so it is ignored.
+            step = math.log((1.0 - STEADY_RUNNING) / (1.0 - min(p, 0.97)))
+            self._steady = max(0.0, self._steady + step)
+        quiet = share <= limits.quiet_share
+        self._flapping *= DECAY_PER_HOUR**hours
+        if quiet:
+            # A leak running a share D of the time makes the meter run with probability
+            # 1 - (1 - p)(1 - D) where it would otherwise run with probability p.
+            with_leak = 1.0 - (1.0 - p) * (1.0 - INTERMITTENT_RUNNING)
+            step = math.log(with_leak / p) if running else math.log(1.0 - INTERMITTENT_RUNNING)
+            if self._flapping <= 0.0:
+                self._flapping_since = start
+            self._flapping = min(max(0.0, self._flapping + step), cap)
 
-        finding = self._finding(interval.ts, limits.leak_min_hours)
-        if finding is None:  # protect the model: a running leak is not learned as usual flow
-            usuals = list(self._usual)
-            usuals[hour] = usual + self.learn_rate * (rate - usual)
-            self._usual = tuple(usuals)
-            self._learned_s += interval.seconds
-        return [finding] if finding is not None else []
+        if not self._active and self._convinced(needed, interval.ts):
+            self._open(start)
+        if self._active:
+            if self._steady <= 0.0 and self._flapping <= 0.0:
+                self._close()
+            else:
+                self._observe(rate, hours, quiet, running, profile.mean_at(slot))
+        self.suspicious = self._building(needed)
+        return self._findings(needed)
 
-    def _finding(self, now: int, min_hours: float) -> Finding | None:
-        if self._run_start is None or self._learned_s < self.warmup_hours * 3600:
-            return None
-        hours = (now - self._run_start) / 3600.0
-        quiet_hours = self._run_quiet_s / 3600.0
-        if hours < min_hours or quiet_hours < self.quiet_hours_needed:
-            return None
-        leak_rate = self._run_low
+    def _convinced(self, needed: float, now: int) -> bool:
+        """Enough evidence, gathered over long enough that one night-time errand (a cluster
+        of two or three running hours) cannot make it alone."""
+        steady = (
+            self._steady >= needed
+            and self._steady_hours >= MIN_STEADY_HOURS
+            and self._steady_quiet >= MIN_STEADY_QUIET
+        )
+        flapping = (
+            self._flapping >= needed
+            and self._flapping_since is not None
+            and now - self._flapping_since >= MIN_INTERMITTENT_S
+        )
+        return steady or flapping
+
+    def _building(self, needed: float) -> bool:
+        return self._active or max(self._steady, self._flapping) >= SUSPICIOUS * needed
+
+    def _open(self, now: int) -> None:
+        starts = [
+            since
+            for since, evidence in (
+                (self._steady_since, self._steady),
+                (self._flapping_since, self._flapping),
+            )
+            if since is not None and evidence > 0
+        ]
+        self._active, self._since = True, min(starts, default=now)
+        self._rate, self._lowest, self._volume = 0.0, 0.0, 0.0
+        self._quiet_running = self._quiet_seen = 0
+
+    def _observe(self, rate: float, hours: float, quiet: bool, running: bool, usual: float) -> None:
+        excess = max(0.0, rate - usual)
+        if running:
+            self._lowest = min(self._lowest, rate) if self._lowest > 0 else rate
+        if quiet:
+            self._quiet_seen += 1
+            if running:
+                self._quiet_running += 1
+                self._rate = (
+                    excess
+                    if self._quiet_running == 1
+                    else (self._rate + 0.3 * (excess - self._rate))
+                )
+        leak_rate = self._rate if self._quiet_running else self._lowest
+        self._volume += min(excess, leak_rate) * hours
+
+    def explained(self, kind: str) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._active, self._since = False, None
+        self._steady = self._flapping = 0.0
+
+    def _findings(self, needed: float) -> list[Finding]:
+        if not self._active or self._since is None:
+            return []
+        rate = self._rate if self._quiet_running else self._lowest
         severity = (
-            "critical"
-            if leak_rate >= 50
-            else "high"
-            if leak_rate >= 10
-            else "medium"
-            if leak_rate >= 1
-            else "low"
+            "critical" if rate >= 50 else "high" if rate >= 10 else "medium" if rate >= 1 else "low"
         )
-        return Finding(
-            kind="leak",
-            started_at=self._run_start,
-            score=clamp01(0.4 + 0.3 * quiet_hours / 6.0 + 0.3 * leak_rate / 10.0),
-            severity=severity,
-            evidence=(
-                f"flow never dropped below {self._run_low:,.1f} gal/h for {hours:,.0f} hours, "
-                f"including {quiet_hours:,.0f} hours when this meter is normally quiet "
-                f"(near 0 gal/h); about {self._run_excess:,.0f} gal above its usual use so far"
-            ),
-            details={
-                "leak_rate": round(leak_rate, 3),
-                "hours": round(hours, 2),
-                "quiet_hours": round(quiet_hours, 2),
-                "volume_lost": round(self._run_excess, 1),
-            },
-        )
+        share = self._quiet_running / max(1, self._quiet_seen)
+        return [
+            Finding(
+                kind="leak",
+                started_at=self._since,
+                score=clamp01(
+                    0.5 + 0.5 * (max(self._steady, self._flapping) - needed) / needed + rate / 40
+                ),
+                severity=severity,
+                evidence=(
+                    f"water kept running in {self._quiet_running} of {self._quiet_seen} "
+                    f"intervals at hours when this meter is normally still ({share:.0%}); "
+                    f"about {rate:,.1f} gal/h more than usual, lowest flow "
+                    f"{self._lowest:,.1f} gal/h; an estimated {self._volume:,.0f} gal lost "
+                    "so far. Check toilets (flapper), outdoor taps, irrigation and the service "
+                    "line."
+                ),
+                details={
+                    "leak_rate": round(rate, 3),
+                    "lowest_flow": round(self._lowest, 3),
+                    "quiet_running_share": round(share, 3),
+                    "volume_lost": round(self._volume, 1),
+                    "evidence": round(max(self._steady, self._flapping), 2),
+                },
+            )
+        ]
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
-            self.learn_rate,
-            self.warmup_hours,
-            self.quiet_hours_needed,
-            self._usual,
-            self._learned_s,
-            self._run_start,
-            self._run_low,
-            self._run_quiet_s,
-            self._run_excess,
+            self._steady,
+            self._steady_since,
+            self._steady_hours,
+            self._steady_quiet,
+            self._flapping,
+            self._flapping_since,
+            self._active,
+            self._since,
+            self._rate,
+            self._lowest,
+            self._volume,
+            self._quiet_running,
+            self._quiet_seen,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
-            self.learn_rate,
-            self.warmup_hours,
-            self.quiet_hours_needed,
-            self._usual,
-            self._learned_s,
-            self._run_start,
-            self._run_low,
-            self._run_quiet_s,
-            self._run_excess,
+            self._steady,
+            self._steady_since,
+            self._steady_hours,
+            self._steady_quiet,
+            self._flapping,
+            self._flapping_since,
+            self._active,
+            self._since,
+            self._rate,
+            self._lowest,
+            self._volume,
+            self._quiet_running,
+            self._quiet_seen,
         ) = state
+        self.suspicious = self._active

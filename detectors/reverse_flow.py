@@ -5,11 +5,11 @@ backwards. The flag holds while negative intervals keep coming, tolerating a few
 ordinary use between them (`hold_s`), so one backflow episode is one flag.
 
 >>> from detectors.base import Interval, MeterContext
->>> detector = ReverseFlow()
->>> ctx = MeterContext()
->>> detector.update(Interval(3600, 3600, 5.0), ctx)
+>>> from detectors.profile import MeterProfile
+>>> detector, ctx, profile = ReverseFlow(), MeterContext(), MeterProfile()
+>>> detector.update(Interval(3600, 3600, 5.0), ctx, profile)
 []
->>> [f.kind for f in detector.update(Interval(7200, 3600, -2.5), ctx)]
+>>> [f.kind for f in detector.update(Interval(7200, 3600, -2.5), ctx, profile)]
 ['reverse_flow']
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
+from detectors.profile import MeterProfile
 
 
 class ReverseFlow(Detector):
@@ -33,7 +34,9 @@ class ReverseFlow(Detector):
         self._volume = 0.0
         self._largest = 0.0
 
-    def update(self, interval: Interval, context: MeterContext) -> list[Finding]:
+    def update(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile
+    ) -> list[Finding]:
         if interval.value < -self.tolerance:
             if self._started is None:
                 self._started = interval.ts - interval.seconds

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from detectors.bank import DetectorBank
+from detectors.bank import BankFactory, DetectorBank
 from detectors.base import Finding, Interval, MeterContext
+from detectors.gap import GapTracker
 from detectors.lifecycle import FlagChange, FlagTracker
 from detectors.register import RegisterConverter
 from stream.matching import MatchedRead
@@ -63,19 +65,51 @@ class FlagWrite:
 MeterOutput = StoredRead | DuplicateRead | FlagWrite
 
 
+@lru_cache(maxsize=8192)
+def _utc_offset(tz: tzinfo, hour: int) -> int:
+    offset = datetime.fromtimestamp(hour * 3600, tz).utcoffset()
+    return int(offset.total_seconds()) if offset else 0
+
+
+def utc_offset_s(tz: tzinfo, epoch: int) -> int:
+    """The utility's offset from UTC at `epoch` (seconds), cached by the hour."""
+    return _utc_offset(tz, epoch // 3600)
+
+
 class MeterState:
-    """Everything meterwatch remembers about one meter."""
+    """Everything meterwatch remembers about one meter. `tz` is the utility's time zone (the
+    detectors learn by local hour); `bank_factory` makes the detectors of a new occupant."""
 
-    __slots__ = ("account_id", "bank", "flags", "last_ts", "meter_id", "register", "seen")
+    __slots__ = (
+        "account_id",
+        "bank",
+        "bank_factory",
+        "flags",
+        "gaps",
+        "last_ts",
+        "meter_id",
+        "register",
+        "seen",
+        "tz",
+    )
 
-    def __init__(self, dedup_window_s: int) -> None:
+    def __init__(
+        self,
+        dedup_window_s: int,
+        *,
+        tz: tzinfo = UTC,
+        bank_factory: BankFactory = DetectorBank,
+    ) -> None:
         self.meter_id = ""
+        self.tz = tz
+        self.bank_factory = bank_factory
         self.seen = SeenIntervals(dedup_window_s)
         self.last_ts: int | None = None  # newest read fed to the models
         self.account_id: str | None = None  # the account the models learned on
         self.register: RegisterConverter | None = None
-        self.bank = DetectorBank()
+        self.bank = bank_factory()
         self.flags = FlagTracker()
+        self.gaps = GapTracker()
 
     def process(self, matched: MatchedRead) -> list[MeterOutput]:
         reading, assignment = matched.reading, matched.assignment
@@ -93,7 +127,7 @@ class MeterState:
             # A new occupant uses water differently: close what was open, learn afresh.
             if self.account_id is not None:
                 outputs.extend(self._writes(self.flags.close_all()))
-                self.bank = DetectorBank()
+                self.bank = self.bank_factory()
                 self.flags = FlagTracker()
             self.account_id = assignment.account_id
 
@@ -134,12 +168,21 @@ class MeterState:
             ),
         )
         if not in_order:
+            outputs.extend(self._writes(self.gaps.late(reading.epoch)))
             return outputs
-        self.last_ts = reading.epoch
+        previous, self.last_ts = self.last_ts, reading.epoch
+        outputs.extend(self._writes(self.gaps.on_time(reading.epoch, self.seen.grid, previous)))
         findings: dict[str, Finding] = {}
         if value is not None and seconds:
-            context = MeterContext(assignment.customer_class, assignment.active)
-            findings = self.bank.update(Interval(reading.epoch, seconds, value), context)
+            context = MeterContext(
+                assignment.customer_class,
+                assignment.active,
+                utc_offset_s(self.tz, reading.epoch),
+                reading.kind == "register",
+            )
+            findings = self.bank.update(
+                Interval(reading.epoch, seconds, value), context, self.flags.open_kinds
+            )
         kinds = self.bank.kinds
         if self.register is not None:
             kinds += ("rollover",)
@@ -159,13 +202,22 @@ class MeterState:
             None if self.register is None else self.register.__getstate__(),
             self.bank.__getstate__(),
             self.flags.__getstate__(),
+            self.gaps.__getstate__(),
         )
 
     @classmethod
-    def restore(cls, snapshot: tuple[Any, ...]) -> MeterState:
-        seen, last_ts, account_id, register, bank, flags = snapshot
+    def restore(
+        cls,
+        snapshot: tuple[Any, ...],
+        *,
+        tz: tzinfo = UTC,
+        bank_factory: BankFactory = DetectorBank,
+    ) -> MeterState:
+        seen, last_ts, account_id, register, bank, flags, gaps = snapshot
         state = cls.__new__(cls)
         state.meter_id = ""
+        state.tz = tz
+        state.bank_factory = bank_factory
         state.seen = SeenIntervals.__new__(SeenIntervals)
         state.seen.__setstate__(seen)
         state.last_ts = last_ts
@@ -178,6 +230,8 @@ class MeterState:
         state.bank.__setstate__(bank)
         state.flags = FlagTracker.__new__(FlagTracker)
         state.flags.__setstate__(flags)
+        state.gaps = GapTracker.__new__(GapTracker)
+        state.gaps.__setstate__(gaps)
         return state
 
 
@@ -201,13 +255,13 @@ class MeterLogic(StatefulBatchLogic[MatchedRead, MeterOutput, tuple[Any, ...]]):
 
 
 def meter_logic_builder(
-    dedup_window_s: int,
+    dedup_window_s: int, tz: tzinfo = UTC
 ) -> Callable[[tuple[Any, ...] | None], MeterLogic]:
     """The `stateful_batch` builder: a fresh meter, or one restored from a snapshot."""
 
     def build(resume: tuple[Any, ...] | None) -> MeterLogic:
         if resume is None:
-            return MeterLogic(MeterState(dedup_window_s))
-        return MeterLogic(MeterState.restore(resume))
+            return MeterLogic(MeterState(dedup_window_s, tz=tz))
+        return MeterLogic(MeterState.restore(resume, tz=tz))
 
     return build

@@ -1,0 +1,194 @@
+"""`meterwatch bench detect`: the detectors against the industry's 24-hour leak rule, on the
+simulator's labelled scenarios.
+
+For each scenario it prints, per flag kind, recall, precision, F1 and the median detection
+delay (data time, from the anomaly's first read to the read at which the flag was raised),
+with the same figures for the 24-hour rule (flow ≥ 1 gal/h in every hour for 24 hours) beside
+the leak row. Then the checks that are not rates: no leak flag on 24/7 users, no spike or
+reverse-flow flag across a register rollover, and the detectors' state size and speed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli import bench_app
+from detectors.bank import DetectorBank
+from detectors.baseline import TwentyFourHourRule
+from simulator import SimulationConfig, write_scenario
+from simulator.scoring import score_flags
+from stream.offline import FlagRecord, file_readings, index_from_files, run_offline
+from stream.reads import Reading
+
+KINDS = (
+    "leak",
+    "burst",
+    "stopped_meter",
+    "reverse_flow",
+    "spike",
+    "gap",
+    "rollover",
+    "inactive_usage",
+    "stuck_reading",
+    "usage_anomaly",
+)
+
+
+def baseline_bank() -> DetectorBank:
+    return DetectorBank([TwentyFourHourRule()])
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def evaluate(directory: Path, config: SimulationConfig, console: Console) -> dict[str, Any]:
+    """Simulate, run the detectors and the 24-hour rule offline, score both."""
+    import json
+
+    paths = write_scenario(directory, config)
+    key = json.loads(paths["answer_key"].read_text())
+    tz = ZoneInfo(config.timezone)
+    index = index_from_files(paths["accounts"], paths["meters"], tz)
+    readings: list[Reading] = list(file_readings(paths["reads"]))
+    labels = key["labels"]["anomalies"]
+    interval_s = config.interval_minutes * 60
+
+    started = time.perf_counter()
+    flags = run_offline(readings, index, tz)
+    elapsed = time.perf_counter() - started
+    baseline = run_offline(readings, index, tz, bank_factory=baseline_bank)
+    ours = score_flags(labels, flags, kinds=KINDS, interval_s=interval_s)
+    rule = score_flags(
+        [lb for lb in labels if lb["kind"] == "leak"],
+        baseline,
+        kinds=("leak",),
+        interval_s=interval_s,
+    )["leak"]
+
+    table = Table(
+        title=f"{config.meters} service points x {config.days:g} days, "
+        f"{config.interval_minutes}-minute reads, seed {config.seed}"
+    )
+    for column in (
+        "kind",
+        "labels",
+        "recall",
+        "precision",
+        "F1",
+        "median delay h",
+        "24 h rule: recall",
+        "precision",
+        "F1",
+        "median delay h",
+    ):
+        table.add_column(column, justify="right")
+    for kind in KINDS:
+        s = ours[kind]
+        extra = (
+            [_fmt(rule.recall), _fmt(rule.precision), _fmt(rule.f1), _fmt(rule.median_delay_h, 1)]
+            if kind == "leak"
+            else ["", "", "", ""]
+        )
+        table.add_row(
+            kind,
+            str(s.labels),
+            _fmt(s.recall),
+            _fmt(s.precision),
+            _fmt(s.f1),
+            _fmt(s.median_delay_h, 1),
+            *extra,
+        )
+    console.print(table)
+
+    round_the_clock = set(key["labels"]["24/7 users"])
+    leaks_on_24_7 = [f for f in flags if f.kind == "leak" and f.meter_id in round_the_clock]
+    rollover_mistakes = _rollover_mistakes(flags, key, interval_s)
+    per_meter = _state_bytes(readings, index, tz)
+    console.print(
+        f"leak flags on 24/7 users: {len(leaks_on_24_7)} (of {len(round_the_clock)} such "
+        f"meters); spike or reverse-flow flags across a register rollover: "
+        f"{len(rollover_mistakes)}\n"
+        f"detector state: {per_meter:,.0f} bytes per meter (pickled snapshot, median); "
+        f"the per-meter steps ran {len(readings) / elapsed:,.0f} reads/s on one core "
+        f"(parse excluded, dedup, registers, every detector and flag lifecycle included)"
+    )
+    return {
+        "scores": ours,
+        "rule": rule,
+        "leaks_on_24_7": len(leaks_on_24_7),
+        "rollover_mistakes": len(rollover_mistakes),
+        "state_bytes": per_meter,
+        "reads_per_s": len(readings) / elapsed,
+        "flags": flags,
+    }
+
+
+def _rollover_mistakes(flags: list[FlagRecord], key: dict[str, Any], interval_s: int) -> list:
+    from datetime import datetime
+
+    wraps = {
+        (r["meter_id"], int(datetime.fromisoformat(r["ts"]).timestamp()))
+        for r in key["labels"]["rollovers"]
+    }
+    return [
+        f
+        for f in flags
+        if f.kind in ("spike", "reverse_flow")
+        and any(
+            (f.meter_id, t) in wraps
+            for t in range(f.started_at, (f.ended_at or f.started_at) + 2 * interval_s, interval_s)
+        )
+    ]
+
+
+def _state_bytes(readings: list[Reading], index: Any, tz: Any) -> float:
+    """Median pickled size of a meter's whole state after the run."""
+    from stream.matching import MatchedRead
+    from stream.meter import MeterState
+
+    states: dict[str, MeterState] = {}
+    for reading in readings[:200_000]:
+        matched = index.match(reading)
+        if isinstance(matched, MatchedRead):
+            state = states.setdefault(reading.meter_id, MeterState(35 * 86_400, tz=tz))
+            state.process(matched)
+    sizes = [len(pickle.dumps(s.snapshot())) for s in states.values()]
+    return statistics.median(sizes) if sizes else 0.0
+
+
+@bench_app.command("detect")
+def detect(
+    meters: Annotated[int, typer.Option(help="Service points per scenario.")] = 500,
+    days: Annotated[float, typer.Option(help="Days per scenario.")] = 45,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, one scenario each.")] = "1",
+    quarter_hourly: Annotated[bool, typer.Option(help="Also a 15-minute scenario.")] = True,
+) -> None:
+    """Per-kind recall, precision and detection delay, next to the 24-hour leak rule."""
+    console = Console()
+    configs = [
+        SimulationConfig(meters=meters, days=days, seed=int(seed), interval_minutes=60)
+        for seed in seeds.split(",")
+    ]
+    if quarter_hourly:
+        configs.append(
+            SimulationConfig(
+                meters=max(50, meters // 4),
+                days=min(days, 30),
+                seed=int(seeds.split(",")[0]),
+                interval_minutes=15,
+            )
+        )
+    with tempfile.TemporaryDirectory(prefix="meterwatch-bench-") as tmp:
+        for n, config in enumerate(configs):
+            evaluate(Path(tmp) / str(n), config, console)

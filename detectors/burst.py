@@ -1,0 +1,104 @@
+"""Burst: very high flow for hours — a broken pipe or service line.
+
+Flow far above what this meter passes at that hour (see `burst_bar`), for at least two
+hours. The first high interval is held back from the
+profile (`suspicious`), so that a burst never raises the peak it is measured against.
+
+>>> from detectors.base import Interval, MeterContext
+>>> from detectors.profile import MeterProfile, slot_of
+>>> detector, profile, ctx = Burst(), MeterProfile(), MeterContext()
+>>> for h in range(24 * 8):
+...     iv = Interval((h + 1) * 3600, 3600, 20.0 if h % 24 == 7 else 1.0)
+...     profile.learn(iv, ctx)
+...     profile.observe_peak(iv)
+>>> [detector.update(Interval((24 * 8 + 1 + h) * 3600, 3600, 300.0), ctx, profile) != []
+...  for h in range(3)]
+[False, True, True]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
+from detectors.config import thresholds_for
+from detectors.profile import MeterProfile, slot_of
+
+MIN_BURST_S = 2 * 3600
+SLOT_SPREADS = 10.0
+MIN_SLOT_OBSERVATIONS = 5
+WARMUP_DAYS = 7.0  # a week of history shows the meter's regular heavy use (irrigation days)
+
+
+def burst_bar(interval: Interval, context: MeterContext, profile: MeterProfile) -> float:
+    """The flow above which this interval is burst-sized: at least the class's floor, and
+    either `burst_peak_factor` times the meter's peak, or `SLOT_SPREADS` standard deviations
+    above what the meter passes at that hour of the week — heavy flow at an hour it never
+    comes is the burst's signature, even below the meter's peak (set by its sprinkler)."""
+    limits = thresholds_for(context.customer_class)
+    slot = slot_of(interval.ts - interval.seconds, context.utc_offset_s)
+    bar = limits.burst_peak_factor * profile.peak
+    if profile.observations(slot) >= MIN_SLOT_OBSERVATIONS:
+        bar = min(bar, profile.mean_at(slot) + SLOT_SPREADS * profile.std_at(slot))
+    return max(limits.burst_min_rate, bar)
+
+
+class Burst(Detector):
+    """Flags sustained flow far above anything this meter normally passes."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("burst",)
+
+    def __init__(self) -> None:
+        self.suspicious = False
+        self._since: int | None = None
+        self._volume = 0.0
+        self._highest = 0.0
+        self._threshold = 0.0
+
+    def update(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile
+    ) -> list[Finding]:
+        rate = interval.rate
+        if self._since is None:
+            threshold = burst_bar(interval, context, profile)
+        else:
+            threshold = self._threshold  # the bar the burst was first measured against
+        if rate >= threshold and profile.days >= WARMUP_DAYS:
+            if self._since is None:
+                self._since = interval.ts - interval.seconds
+                self._volume, self._highest, self._threshold = 0.0, 0.0, threshold
+            self._volume += interval.value
+            self._highest = max(self._highest, rate)
+        else:
+            self._since = None
+        self.suspicious = self._since is not None
+        if self._since is None or interval.ts - self._since < MIN_BURST_S:
+            return []
+        hours = (interval.ts - self._since) / 3600.0
+        return [
+            Finding(
+                kind="burst",
+                started_at=self._since,
+                score=clamp01(0.6 + 0.1 * hours + rate / 5000.0),
+                severity="critical",
+                evidence=(
+                    f"very high flow for {hours:,.1f} hours: up to {self._highest:,.0f} gal/h, "
+                    f"{self._volume:,.0f} gal in all, where this meter's usual peak is "
+                    f"{profile.peak:,.0f} gal/h; a burst pipe or service line is likely — shut "
+                    "the main valve and check"
+                ),
+                details={
+                    "highest_rate": round(self._highest, 1),
+                    "volume": round(self._volume, 1),
+                    "usual_peak": round(profile.peak, 1),
+                    "hours": round(hours, 2),
+                },
+            )
+        ]
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self._since, self._volume, self._highest, self._threshold)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._since, self._volume, self._highest, self._threshold = state
+        self.suspicious = self._since is not None
