@@ -27,6 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from alerts.commands import notify
+from api.commands import import_rates_command, users_app
 from bench.cli import bench_app
 from meterwatch.settings import MissingSetting, Settings, get_settings
 
@@ -375,6 +377,11 @@ def flow_demo(
 
 app.add_typer(bench_app, name="bench")
 
+# --- access and billing (api/commands.py) ----------------------------------------------------
+
+app.add_typer(users_app, name="users")
+app.command("import-rates")(import_rates_command)
+
 
 # --- servers ----------------------------------------------------------------------------------
 
@@ -386,6 +393,9 @@ def api() -> None:
 
     with _errors():
         serve(_settings())
+
+
+app.command()(notify)
 
 
 @app.command()

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 DEMO_SEED = 2026
 DEMO_INTERVAL_MINUTES = 15
-# Days of simulated reads after now: the demo keeps running in real time after catching up.
-DEMO_FUTURE_DAYS = 60
 
 
 def demo_start(settings: Settings) -> datetime:
@@ -43,15 +41,21 @@ def demo_start(settings: Settings) -> datetime:
 
 
 def demo_simulation(settings: Settings, start: datetime) -> Simulation:
-    from simulator import SimulationConfig
+    """The demo's simulated utility. Anomalies start once the detectors have learned two days
+    of each meter and end well before the simulated clock catches up with now, so the first
+    flags show within a minute at the default speed-up."""
+    from simulator import Simulation, SimulationConfig
 
-    config = SimulationConfig(
+    history = settings.demo_history_days
+    config = SimulationConfig.live(
         meters=settings.demo_meters,
-        days=settings.demo_history_days + DEMO_FUTURE_DAYS,
+        history_days=history,
+        now=start + timedelta(days=history),
         interval_minutes=DEMO_INTERVAL_MINUTES,
         seed=DEMO_SEED,
-        start=start,
-        anomaly_earliest_start_days=2.5,
+        timezone=settings.utility_tz,
+        anomaly_earliest_start_days=min(2.5, history / 2),
+        anomaly_latest_start_days=max(min(2.5, history / 2), history * 0.7),
     )
     return Simulation(config)
 
@@ -85,7 +89,13 @@ def _import_accounts(url: str, simulation: Simulation, directory: Path) -> None:
         raise RuntimeError(f"the demo's CIS files did not import: {report}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, console: Console) -> None:
+    # SIGTERM (a service manager, `timeout`) stops the demo as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         if settings.database_url:
             url = settings.database_url
@@ -198,5 +208,6 @@ def run_demo_flow(settings: Settings, start_epoch: float) -> None:
         dedup_window_days=settings.dedup_window_days,
         assignments_refresh_s=settings.assignments_refresh_s,
         flow_id="meterwatch_demo",
+        tz=settings.tz,
     )
     execute(flow, settings)  # returns once SIGINT/SIGTERM ends the simulator's input

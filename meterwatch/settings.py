@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +68,63 @@ class Settings(BaseSettings):
     # Currency shown on bills and alerts (ISO 4217 code).
     currency: str = "USD"
 
+    # --- customer alerts (alerts/) --------------------------------------------------------------
+    # Who the messages come from (a name customers recognise) and the customer's usage page
+    # every message links to (URL; keep it short: it goes into a 160-character SMS).
+    utility_name: str = "Your utility"
+    portal_url: str = "http://127.0.0.1:8000/v1/me/usage"
+    # How often the dataflow picks up changed alert thresholds (seconds).
+    alert_refresh_s: float = Field(default=2.0, gt=0)
+    # Until an account's rate plan is priced by the billing package, projected bills and the
+    # cost in messages use this price (currency per gal; per kWh) and fixed charge (currency
+    # per billing period).
+    alert_price_per_gal: float = Field(default=0.01, ge=0)
+    alert_price_per_kwh: float = Field(default=0.15, ge=0)
+    alert_fixed_charge: float = Field(default=0.0, ge=0)
+    # A projected bill is not judged before this much of the billing period has passed (days):
+    # one heavy first day would otherwise project an absurd bill.
+    alert_projection_min_days: float = Field(default=3.0, ge=0)
+
+    # --- email (SMTP) -----------------------------------------------------------------------------
+    # The SMTP server alerts are sent through. Unset: email alerts fail with that reason and are
+    # retried, so nothing is lost while it is being set up.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    # `starttls` (port 587), `tls` (implicit TLS, port 465) or `none` (a local relay only).
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # The From address of alert emails.
+    smtp_from: str = "alerts@example.com"
+    # A CA bundle to verify the SMTP server's certificate with (file); unset: the system's CAs.
+    smtp_ca_file: Path | None = None
+    # How long one SMTP conversation may take (seconds).
+    smtp_timeout_s: float = Field(default=15.0, gt=0)
+
+    # --- SMS (Twilio) -----------------------------------------------------------------------------
+    # Twilio credentials and sender: an E.164 number (+15551234567) or a Messaging Service SID
+    # (MG…). Unset: SMS alerts fail with that reason and are retried.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    # Twilio's API address (URL); unset: Twilio's own. Set for a proxy or a test server.
+    twilio_api_url: str | None = None
+    # How long one Twilio request may take (seconds).
+    twilio_timeout_s: float = Field(default=15.0, gt=0)
+
+    # --- the notifier (`meterwatch notify`) -------------------------------------------------------
+    # Without a NOTIFY from the database it looks for due alerts this often anyway (seconds).
+    notify_poll_s: float = Field(default=5.0, gt=0)
+    # Attempts before an alert is `failed` (attempts); the wait between them doubles from
+    # NOTIFY_RETRY_S up to NOTIFY_MAX_RETRY_S (seconds).
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_retry_s: float = Field(default=30.0, gt=0)
+    notify_max_retry_s: float = Field(default=3600.0, gt=0)
+    # How long a notifier holds an alert it is sending (seconds). A notifier that dies while
+    # sending leaves the alert `sending`; another sends it again once this has passed. Keep it
+    # well above SMTP_TIMEOUT_S + TWILIO_TIMEOUT_S.
+    notify_lease_s: float = Field(default=120.0, gt=0)
+
     # --- servers ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -87,13 +145,30 @@ class Settings(BaseSettings):
     # How long a request waits for a free database connection before it gets 503 (seconds).
     api_db_timeout_s: float = Field(default=5.0, gt=0)
 
+    # --- access to the API ----------------------------------------------------------------------
+    # `production` refuses to start the API without SECRET_KEY; `development` (the demo, tests)
+    # generates one and keeps it in DATA_DIR/secret_key, shared by the API and the dashboard.
+    environment: Literal["development", "production"] = "development"
+    # Signs the API's access tokens (JWT, HS256). At least 32 characters; keep it secret, and the
+    # same in every API process. Changing it signs everyone out.
+    secret_key: SecretStr | None = None
+    # How long an access token from POST /v1/auth/token is valid (minutes).
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    # The dashboard's credential for the API: an API token of an `operator` user (`meterwatch
+    # users token`). Unset: the dashboard signs its own short-lived operator token with
+    # SECRET_KEY (it shares the API's settings).
+    dashboard_api_token: SecretStr | None = None
+    # Largest request body POST /v1/reads accepts (bytes) and most reads in one request (reads).
+    api_max_ingest_bytes: int = Field(default=10_000_000, ge=1000)
+    api_max_ingest_reads: int = Field(default=50_000, ge=1)
+
     # --- the demo -------------------------------------------------------------------------------
     # Meters the demo simulates, and how many simulated seconds pass per wall second until the
     # simulated clock catches up with now.
     demo_meters: int = Field(default=300, ge=1)
     demo_speedup: float = Field(default=7200.0, gt=0)
     # Days of history the demo starts with (days before now).
-    demo_history_days: float = Field(default=3.0, gt=0)
+    demo_history_days: float = Field(default=7.0, ge=3)
 
     @field_validator("utility_tz")
     @classmethod
@@ -104,6 +179,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown time zone {value!r}: use an IANA name such as 'America/Chicago'"
             ) from exc
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "SECRET_KEY is shorter than 32 characters: generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
         return value
 
     @property

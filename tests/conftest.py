@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import redis
 from hypothesis import settings as hypothesis_settings
+from pipeline_fixtures import Scenario, make_scenario
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterwatch.db import embedded_database, migrate
@@ -153,3 +154,9 @@ def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
 
     yield build  # type: ignore[misc]
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def small_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    """60 service points over 14 days of hourly reads, every delivery defect included."""
+    return make_scenario(tmp_path_factory.mktemp("scenario"), meters=60, days=14, seed=11)
