@@ -5,6 +5,7 @@
 /v1/me                customers: their accounts, usage, Green Button, alerts, leaks, flags
 /v1/accounts          staff: the single account view, bill previews, contacts
 /v1/flags             staff: flag review (and the newest flags)
+/v1/alerts            staff: the newest alerts of every account
 /v1/billing-cycles    staff: cycles, readiness, closing
 /v1/rate-plans        staff: the imported rate plans
 /v1/exceptions        staff: rejected and unmatched reads, meter assignment, reprocessing
@@ -33,6 +34,7 @@ from api import metrics
 from api.resources import Resources, first_line
 from api.routes import (
     accounts,
+    alerts,
     auth,
     cycles,
     exceptions,
@@ -55,6 +57,7 @@ v1.include_router(auth.router)
 v1.include_router(me.router)
 v1.include_router(accounts.router)
 v1.include_router(flags.router)
+v1.include_router(alerts.router)
 v1.include_router(cycles.router)
 v1.include_router(rates.router)
 v1.include_router(exceptions.router)

@@ -293,6 +293,21 @@ class AlertPublic(_Public):
     deliveries: list[DeliveryPublic]
 
 
+class AlertSummaryPublic(_Public):
+    """One alert of any account, for staff lists (GET /v1/alerts/latest)."""
+
+    alert_id: int
+    account_id: str
+    rule: str
+    period_start: date
+    detected_at: datetime
+    created_at: datetime
+    status: str
+    channels: list[str]
+    message: str
+    attempts: int = Field(description="delivery attempts so far")
+
+
 class ContactCreate(BaseModel):
     channel: Literal["phone", "email", "sms", "letter", "visit", "other"]
     summary: ReasonText

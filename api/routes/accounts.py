@@ -26,7 +26,9 @@ from api.schemas import (
     FlagDetailPublic,
     ReadPublic,
     ServicePointPublic,
+    UsageHistoryPublic,
 )
+from api.usage import Resolution, check_window, default_window, usage_history
 from billing.periods import period_containing, period_starting, recent_periods
 from billing.preview import BillPreview, bill_preview
 from meterwatch.db import record_audit
@@ -126,6 +128,30 @@ def read_bill_preview(
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)
             ) from None
     return preview_public(bill_preview(conn, account_id, account.rate_plan, period, settings.tz))
+
+
+@router.get("/{account_id}/usage", response_model=UsageHistoryPublic)
+def read_account_usage(
+    conn: ConnDep,
+    settings: SettingsDep,
+    principal: StaffReader,
+    account_id: AccountIdPath,
+    resolution: Annotated[
+        Resolution, Query(description="hour (default window: 7 days), day or month (24 months)")
+    ] = "day",
+    start: Annotated[date | None, Query(description="first local date")] = None,
+    end: Annotated[date | None, Query(description="first local date after the window")] = None,
+) -> UsageHistoryPublic:
+    """The account's usage per hour, day or month over local dates [start, end), bucketed in
+    the database (the same history a customer sees at /v1/me/.../usage), for staff charts."""
+    staff_account(conn, account_id)
+    default_start, default_end = default_window(resolution, datetime.now(settings.tz).date())
+    window = (start or default_start, end or default_end)
+    problem = check_window(*window)
+    if problem:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problem)
+    history = usage_history(conn, account_id, resolution, *window, settings.utility_tz)
+    return UsageHistoryPublic.model_validate(history)
 
 
 @router.post(
