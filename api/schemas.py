@@ -467,6 +467,16 @@ class LeakPublic(_Public):
     cost_note: str | None
 
 
+class MyBillPublic(_Public):
+    """The current period's bill so far and where it is heading (GET /v1/me/.../bill)."""
+
+    preview: BillPreviewPublic = Field(description="the bill of the usage so far")
+    elapsed: float = Field(description="fraction of the period that has passed (0-1)")
+    projected_usage: float | None = Field(description="usage so far / elapsed, in the plan unit")
+    projected_total: Decimal | None = Field(description="the bill of projected_usage")
+    projection_note: str | None = Field(description="why there is no projection")
+
+
 # --- billing cycles -----------------------------------------------------------------------------
 
 

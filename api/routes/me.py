@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from api import queries
 from api.deps import ConnDep, Customer, SettingsDep
 from api.green_button import MEDIA_TYPE, green_button_feed
+from api.routes.accounts import preview_public
 from api.routes.common import AccountIdPath, FlagIdPath, not_found, own_account
 from api.schemas import (
     AlertPublic,
@@ -25,12 +26,13 @@ from api.schemas import (
     FlagDetailPublic,
     LeakPublic,
     MyAccountPublic,
+    MyBillPublic,
     UsageHistoryPublic,
 )
 from api.usage import Resolution, UsageHistory, check_window, default_window, usage_csv
 from api.usage import usage_history as read_history
 from billing.periods import period_containing
-from billing.preview import period_usage
+from billing.preview import bill_preview, period_usage
 from billing.rates import load_plan
 from billing.tiers import price
 from meterwatch.db import record_audit
@@ -177,6 +179,42 @@ def read_green_button(
         body,
         media_type=MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/accounts/{account_id}/bill", response_model=MyBillPublic)
+def read_my_bill(
+    conn: ConnDep, principal: Customer, settings: SettingsDep, account_id: AccountIdPath
+) -> MyBillPublic:
+    """The bill of the current billing period so far, with the tier arithmetic, and its
+    projection: the usage so far over the elapsed part of the period, priced the same way (none
+    before ALERT_PROJECTION_MIN_DAYS have passed: one heavy day would project an absurd bill)."""
+    account = own_account(conn, principal, account_id)
+    period = period_containing(_today(settings), account.cycle_day)
+    preview = bill_preview(conn, account_id, account.rate_plan, period, settings.tz)
+    start, end = period.bounds(settings.tz)
+    elapsed_s = min(
+        max((datetime.now(UTC) - start).total_seconds(), 0.0), (end - start).total_seconds()
+    )
+    elapsed = elapsed_s / (end - start).total_seconds()
+    projected_usage: float | None = None
+    projected_total: Decimal | None = None
+    note: str | None = None
+    plan = load_plan(conn, account.rate_plan) if account.rate_plan else None
+    if preview.bill is None or plan is None:
+        note = preview.not_priced or "no rate plan to price it with: ask the utility"
+    elif elapsed_s < settings.alert_projection_min_days * 86_400:
+        days = settings.alert_projection_min_days
+        note = f"too early in the period to project: ask again after {days:g} days"
+    else:
+        projected_usage = float(preview.bill.usage) / elapsed
+        projected_total = price(plan, projected_usage, period.days).total
+    return MyBillPublic(
+        preview=preview_public(preview),
+        elapsed=elapsed,
+        projected_usage=projected_usage,
+        projected_total=projected_total,
+        projection_note=note,
     )
 
 
