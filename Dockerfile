@@ -6,12 +6,16 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# every package of [tool.hatch.build.targets.wheel] in pyproject.toml, and sql/
 COPY meterwatch meterwatch
 COPY stream stream
 COPY detectors detectors
 COPY simulator simulator
 COPY api api
 COPY dashboard dashboard
+COPY alerts alerts
+COPY billing billing
+COPY bench bench
 COPY sql sql
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

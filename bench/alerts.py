@@ -3,7 +3,7 @@ being accepted by an SMTP server, while the stream carries a steady background l
 
 Everything real and local: a throwaway database on the PostgreSQL server (created and dropped),
 a Redis Stream key of its own, `meterwatch run` and `meterwatch notify` as subprocesses, and an
-SMTP server on loopback (aiosmtpd, from the dev extras) in this process, which timestamps each
+SMTP server on loopback (aiosmtpd) in this process, which timestamps each
 message when it has it. Background meters (tracked accounts with a daily threshold they never
 reach, so the alert accounting runs for every read) report at `--rate` reads per second; every
 `1 / --probes` seconds a probe read crosses a probe account's daily threshold. The figure is
@@ -147,11 +147,8 @@ def bench_alerts(
     ] = None,
 ) -> None:
     """Read → alert email latency (p50, p99) under background load, next to raw SMTP."""
-    try:
-        from aiosmtpd.controller import Controller
-    except ImportError:
-        typer.echo("bench alerts needs aiosmtpd: pip install -e '.[dev]'", err=True)
-        raise typer.Exit(2) from None
+    from aiosmtpd.controller import Controller
+
     from alerts.channels import EmailChannel, Outgoing
     from stream.publish import publish
 

