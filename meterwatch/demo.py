@@ -154,7 +154,7 @@ def _mail_settings(settings: Settings, stack: ExitStack, console: Console) -> di
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
-    controller = Controller(Mailbox(str(maildir)), hostname="127.0.0.1", port=port)
+    controller = Controller(Mailbox(maildir), hostname="127.0.0.1", port=port)
     controller.start()
     stack.callback(controller.stop)
     console.print(f"alert emails go to a mail catcher on 127.0.0.1:{port}: {maildir}/new/")
