@@ -25,7 +25,7 @@ from detectors.base import Finding, Interval, MeterContext
 from detectors.gap import GapTracker
 from detectors.lifecycle import FlagChange, FlagTracker
 from detectors.register import RegisterConverter
-from stream.matching import MatchedRead
+from stream.matching import Assignment, MatchedRead
 from stream.reads import Delivery
 from stream.seen import SeenIntervals
 
@@ -123,12 +123,14 @@ class MeterState:
             ]
         in_order = self.last_ts is None or reading.epoch > self.last_ts
         outputs: list[MeterOutput] = []
+        new_occupant = False
         if in_order and assignment.account_id != self.account_id:
             # A new occupant uses water differently: close what was open, learn afresh.
             if self.account_id is not None:
                 outputs.extend(self._writes(self.flags.close_all()))
                 self.bank = self.bank_factory()
                 self.flags = FlagTracker()
+                new_occupant = True
             self.account_id = assignment.account_id
 
         rollover: Finding | None = None
@@ -169,19 +171,30 @@ class MeterState:
         )
         if not in_order:
             outputs.extend(self._writes(self.gaps.late(reading.epoch)))
+            if (
+                value is not None
+                and seconds
+                and seconds > 0
+                and assignment.account_id == self.account_id
+            ):
+                late = self.bank.late(
+                    Interval(reading.epoch, seconds, value),
+                    self._context(assignment, reading.epoch, reading.kind),
+                    self.flags.open_kinds,
+                )
+                outputs.extend(self._writes(self.flags.observe(reading.epoch, late, tuple(late))))
             return outputs
-        previous, self.last_ts = self.last_ts, reading.epoch
+        # Reads missing while the meter changed hands went to the exception queue (an
+        # overlapping or late assignment): they are not a gap of the new occupant's.
+        previous = None if new_occupant else self.last_ts
+        self.last_ts = reading.epoch
         outputs.extend(self._writes(self.gaps.on_time(reading.epoch, self.seen.grid, previous)))
         findings: dict[str, Finding] = {}
         if value is not None and seconds:
-            context = MeterContext(
-                assignment.customer_class,
-                assignment.active,
-                utc_offset_s(self.tz, reading.epoch),
-                reading.kind == "register",
-            )
             findings = self.bank.update(
-                Interval(reading.epoch, seconds, value), context, self.flags.open_kinds
+                Interval(reading.epoch, seconds, value),
+                self._context(assignment, reading.epoch, reading.kind),
+                self.flags.open_kinds,
             )
         kinds = self.bank.kinds
         if self.register is not None:
@@ -190,6 +203,14 @@ class MeterState:
                 findings["rollover"] = rollover
         outputs.extend(self._writes(self.flags.observe(reading.epoch, findings, kinds)))
         return outputs
+
+    def _context(self, assignment: Assignment, epoch: int, kind: str) -> MeterContext:
+        return MeterContext(
+            assignment.customer_class,
+            assignment.active,
+            utc_offset_s(self.tz, epoch),
+            kind == "register",
+        )
 
     def _writes(self, changes: list[FlagChange]) -> list[FlagWrite]:
         return [FlagWrite(self.meter_id, self.account_id or "", c) for c in changes]
@@ -242,8 +263,8 @@ class MeterLogic(StatefulBatchLogic[MatchedRead, MeterOutput, tuple[Any, ...]]):
         self.state = state
 
     def on_batch(self, values: list[MatchedRead]) -> tuple[list[MeterOutput], bool]:
-        if len(values) > 1:
-            values = sorted(values, key=lambda m: m.reading.epoch)
+        # In arrival order, as `stream.offline` does: sorting each batch would make the result
+        # depend on where batches happen to split, which differs with the number of workers.
         outputs: list[MeterOutput] = []
         state = self.state
         for matched in values:
