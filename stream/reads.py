@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ KINDS = ("interval", "register")
 MAX_METER_ID = 64
 MAX_QUALITY = 32
 MAX_REGISTER = 1e12
+# A decimal number as head-ends write it: ASCII digits, optional sign, point and exponent.
+# (Python's float() also takes '1_000' and non-ASCII digits, which no head-end means.)
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# How much of a bad field a reason quotes (characters).
+QUOTED = 40
 
 
 @dataclass(slots=True)
@@ -126,8 +132,19 @@ def raw_payload(delivery: Delivery) -> str:
             text = json.dumps(dict(delivery.fields), ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(dict(delivery.fields))
-    # PostgreSQL text cannot hold NUL; keep it visible instead of failing the whole batch.
-    return text.replace("\x00", "\\x00")
+    return storable_text(text)
+
+
+def storable_text(text: str) -> str:
+    """`text` as PostgreSQL can store it: NUL and lone UTF-16 surrogates (which JSON can carry
+    but UTF-8 cannot) become visible escapes instead of failing the whole batch."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def csv_line(values: list[str]) -> str:
@@ -154,7 +171,7 @@ def parse_delivery(delivery: Delivery) -> Reading | Rejected:
     """Validate one delivery against the reads contract."""
     fields = delivery.fields
     if delivery.error is not None:
-        return Rejected(delivery, delivery.error, raw_payload(delivery), None)
+        return Rejected(delivery, storable_text(delivery.error), raw_payload(delivery), None)
     meter_id = _text(fields, "meter_id")
     try:
         if not meter_id:
@@ -171,11 +188,11 @@ def parse_delivery(delivery: Delivery) -> Reading | Rejected:
         unit_text = _text(fields, "unit") or "gal"
         reported_unit = _UNIT_NAMES.get(unit_text.lower())
         if reported_unit is None:
-            raise _Invalid(f"unknown unit {unit_text[:40]!r}: use gal, ft3, m3 or kWh")
+            raise _Invalid(f"unknown unit {unit_text[:QUOTED]!r}: use gal, ft3, m3 or kWh")
         unit, factor = UNITS[reported_unit]
         kind = _text(fields, "kind").lower() or "interval"
         if kind not in KINDS:
-            raise _Invalid(f"unknown kind {kind[:40]!r}: use interval or register")
+            raise _Invalid(f"unknown kind {kind[:QUOTED]!r}: use interval or register")
         value = _parse_value(_text(fields, "value"), kind, factor, unit, limits)
         quality = _text(fields, "quality") or None
         if quality is not None and (len(quality) > MAX_QUALITY or not quality.isprintable()):
@@ -210,7 +227,10 @@ def _parse_ts(text: str, limits: _Limits) -> datetime:
         raise _Invalid(
             f"timestamp {text!r} has no UTC offset: add one, e.g. '{text}Z' or '{text}-05:00'"
         )
-    ts = ts.astimezone(UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise _Invalid(f"timestamp {text!r} is out of range: implausible") from None
     if ts < limits.min_epoch:
         raise _Invalid(f"timestamp {text!r} is before {limits.min_epoch.date()}: implausible")
     if ts.timestamp() > time.time() + limits.max_future_s:
@@ -224,17 +244,22 @@ def _parse_value(text: str, kind: str, factor: float, unit: str, limits: _Limits
     try:
         value = float(text)
     except ValueError:
-        raise _Invalid(f"value {text[:40]!r} is not a number") from None
+        raise _Invalid(f"value {text[:QUOTED]!r} is not a number") from None
     if not math.isfinite(value):
-        raise _Invalid(f"value {text[:40]!r} is not a finite number")
+        raise _Invalid(f"value {text[:QUOTED]!r} is not a finite number")
+    if not _DECIMAL.fullmatch(text):
+        raise _Invalid(
+            f"value {text[:QUOTED]!r} is not a number as a decimal: write e.g. 1500 or 3.25"
+        )
+    quoted = f"{text[:QUOTED]!r}{'…' if len(text) > QUOTED else ''}"
     if kind == "register":
         if value < 0:
-            raise _Invalid(f"register {text!r} is negative: a register reading counts up from 0")
+            raise _Invalid(f"register {quoted} is negative: a register reading counts up from 0")
         if value > MAX_REGISTER:
-            raise _Invalid(f"register {text!r} is beyond any meter's dial: implausible")
+            raise _Invalid(f"register {quoted} is beyond any meter's dial: implausible")
     elif abs(value * factor) > limits.max_abs:
         raise _Invalid(
-            f"value {text!r} is beyond what any service meter measures in one interval "
+            f"value {quoted} is beyond what any service meter measures in one interval "
             f"(more than {limits.max_abs:,.0f} {unit}): implausible"
         )
     return value

@@ -16,6 +16,7 @@ from bytewax.testing import run_main
 
 from alerts.decide import alert_hooks
 from meterwatch.settings import Settings
+from stream import health
 from stream.flow import build_flow
 from stream.sources import FileSource, RedisStreamSource, stop_requested
 
@@ -35,6 +36,8 @@ def file_flow(path: Path, settings: Settings) -> Dataflow:
 
 
 def stream_flow(settings: Settings) -> Dataflow:
+    """The flow over the Redis Stream; this process reports its health there (stream.health)."""
+    health.configure(settings.require_redis_url(), settings.reads_stream)
     return build_flow(
         RedisStreamSource(
             settings.require_redis_url(),

@@ -31,6 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from stream import health
 from stream.matching import UnmatchedRead
 from stream.meter import DuplicateRead, FlagWrite, StoredRead
 from stream.reads import Delivery, Rejected, raw_payload
@@ -239,17 +240,27 @@ class DatabaseWriter:
         return self._conn
 
     def write(self, items: Sequence[SinkItem]) -> None:
-        """Store one batch; blocks, retrying with backoff, while the database is down."""
+        """Store one batch; blocks, retrying with backoff, while the database is down (the
+        process's heartbeat says `waiting_for_database` meanwhile, see stream.health)."""
         batch = Batch(items)
         delay = 0.5
+        waited = 0.0
         while True:
             try:
                 self._write(batch)
+                if waited:
+                    log.info("database is back after %.1fs; the batch is committed", waited)
+                    health.current().ok()
                 return
-            except psycopg.OperationalError as exc:
-                log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # OperationalError: refused, terminated by a restart, timed out; InterfaceError:
+                # the connection broke under us. Nothing of the batch committed: write it again.
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                log.warning("database unavailable (%s); retrying in %.1fs", detail, delay)
+                health.current().degraded("waiting_for_database", detail)
                 self.close()
                 time.sleep(delay)
+                waited += delay
                 delay = min(delay * 2, self.max_backoff_s)
             except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
                 # The batch holds something the database refuses. Find it row by row rather
@@ -397,6 +408,8 @@ class DatabaseWriter:
         if self._conn is not None:
             try:
                 self._conn.close()
+            except psycopg.Error:  # a connection the server already dropped
+                pass
             finally:
                 self._conn = None
 

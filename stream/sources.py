@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from stream import health
 from stream.reads import READ_COLUMNS, Delivery, csv_line
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,14 @@ def iter_file_deliveries(path: Path, skip: int = 0) -> Iterator[Delivery]:
 def _csv_rows(handle: TextIO) -> Iterator[tuple[dict[str, Any], str, str | None]]:
     reader = csv.reader(handle)
     header = [h.strip() for h in next(reader, [])]
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field past csv's size limit: reject the row, go on
+            yield {}, f"(unreadable CSV row at line {reader.line_num})", f"not readable CSV: {exc}"
+            continue
         if not values:
             continue
         fields = dict(zip(header, values, strict=False))
@@ -149,6 +157,44 @@ def _entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a number pair, for comparing ids ('5-10' < '10-0')."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _decoded(value: bytes | str, what: str, problems: list[str]) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{what} is not UTF-8 (byte 0x{value[exc.start]:02x} at {exc.start})")
+        return value.decode("utf-8", "backslashreplace")
+
+
+def stream_delivery(
+    key: str, entry_id: str, seq: int, fields: Mapping[bytes, bytes] | Mapping[str, str]
+) -> Delivery:
+    """A Redis Stream entry as a delivery named `<key>/<entry id>`. The fields are the reads
+    contract's columns as text; an entry that is not UTF-8 is rejected with the field named
+    (its raw payload keeps the bytes as `\\xNN` escapes), and `decode_error` is the field a
+    publisher sets on a row it could not decode (see stream.publish), with the row in `raw`."""
+    problems: list[str] = []
+    decoded: dict[str, str] = {}
+    for name, value in fields.items():
+        text_name = _decoded(name, "a field name", problems)
+        decoded[text_name] = _decoded(value, f"field {text_name!r}", problems)
+    error = decoded.get("decode_error")
+    raw = decoded.get("raw") if error is not None else None
+    if error is not None and not error.strip():
+        error = "the publisher marked this entry undecodable (decode_error) without a reason"
+    if problems:
+        error = f"the stream entry is not text: {'; '.join(problems)}; publish UTF-8"
+        raw = None
+    return Delivery(f"{key}/{entry_id}", seq, decoded, raw, key, entry_id, error)
+
+
 class _StreamPartition(StatefulSourcePartition[Delivery, tuple[str, int]]):
     """One Redis Stream key, read from the position after the last snapshot."""
 
@@ -174,8 +220,10 @@ class _StreamPartition(StatefulSourcePartition[Delivery, tuple[str, int]]):
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
+            # Bytes, decoded per field by `stream_delivery`: one entry that is not UTF-8 must
+            # be rejected, not stop the dataflow.
             self._client = redis.Redis.from_url(
-                self.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+                self.url, socket_timeout=5, socket_connect_timeout=5
             )
         return self._client
 
@@ -186,27 +234,55 @@ class _StreamPartition(StatefulSourcePartition[Delivery, tuple[str, int]]):
             response = self._redis().xread({self.key: self.last_id}, count=self.batch_size)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
-            log.warning("Redis unavailable (%s); retrying in %.1fs", exc, self._backoff_s)
+            log.warning(
+                "Redis unavailable at %s (%s); retrying in %.1fs", self.key, exc, self._backoff_s
+            )
+            health.current().degraded("waiting_for_redis", f"reading {self.key}: {exc}")
             self._client = None
             self._sleep(self._backoff_s)
             return []
-        self._backoff_s = 0.0
+        if self._backoff_s:
+            log.info("Redis is back; reading %s after %s", self.key, self.last_id)
+            self._backoff_s = 0.0
+            self._check_stream()
+        health.current().ok()
+        health.current().beat()
         if not response:
             self._sleep(self.idle_wait_s)
             self._trim()
             return []
         self._awake = None
         batch = []
-        for entry_id, fields in response[0][1]:
+        for raw_id, fields in response[0][1]:
             self.seq += 1
-            # `decode_error` marks a row the publisher could not decode (see stream.publish).
-            error = fields.get("decode_error")
-            raw = fields.get("raw") if error is not None else None
-            batch.append(
-                Delivery(f"{self.key}/{entry_id}", self.seq, fields, raw, self.key, entry_id, error)
-            )
-        self.last_id = response[0][1][-1][0]
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            batch.append(stream_delivery(self.key, entry_id, self.seq, fields))
+        self.last_id = batch[-1].position
         return batch
+
+    def _check_stream(self) -> None:
+        """After an outage: say so when the stream lost entries (a Redis that keeps nothing on
+        disk comes back empty). The head-end republishes what the dataflow had not committed
+        with the same entry ids (stream.publish.RetainingPublisher); those after our position
+        are read, those at or before it were read already."""
+        try:
+            info = self._redis().xinfo_stream(self.key)
+            last = info["last-generated-id"]
+            last_id = last.decode() if isinstance(last, bytes) else str(last)
+        except redis.ResponseError:
+            last_id = None  # no such key
+        except redis.RedisError:
+            return
+        if last_id is None or entry_id_key(last_id) < entry_id_key(self.last_id):
+            log.warning(
+                "stream %s came back %s (its last id %s is before our position %s): it was "
+                "lost or recreated; waiting for the head-end to republish after %s",
+                self.key,
+                "missing" if last_id is None else "shorter",
+                last_id,
+                self.last_id,
+                self.last_id,
+            )
 
     def _sleep(self, seconds: float) -> None:
         self._awake = datetime.now(UTC) + timedelta(seconds=seconds)

@@ -145,3 +145,58 @@ class StreamFlow:
                     "deliveries committed in time"
                 )
             time.sleep(0.2)
+
+
+# --- comparing whole databases (crash, restart and fault tests) -----------------------------
+
+# What a run leaves behind that must not depend on how it was run: every query's rows are
+# compared as a multiset. Wall-clock columns (received_at, created_at, updated_at) and ids are
+# left out; everything with data time stays in.
+OUTCOME_QUERIES = {
+    "reads": """SELECT meter_id, ts, value, reported_unit, register, quality, account_id,
+                       service_point_id FROM reads""",
+    "flags": """SELECT meter_id, account_id, kind, started_at, ended_at, detected_at, severity,
+                       score, evidence, revision FROM flags""",
+    "alerts": """SELECT account_id, rule, period_start, period_end, detected_at, late, message
+                   FROM alerts""",
+    "rejected": "SELECT delivery, reason, raw, meter_id FROM rejected_reads",
+    "unmatched": """SELECT meter_id, ts, value, reported_unit, register, quality, reason, detail,
+                           delivery FROM unmatched_reads""",
+    "duplicates": "SELECT delivery, meter_id, ts, value FROM duplicate_reads",
+    "daily_usage": """SELECT account_id, unit, day, round(usage::numeric, 6)
+                        FROM account_daily_usage""",
+    "period_usage": """SELECT account_id, unit, period_start, period_end, round(usage::numeric, 6)
+                         FROM account_period_usage""",
+    "pipeline": "SELECT source, position, deliveries, latest_read_ts FROM pipeline_status",
+}
+
+
+def database_outcome(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of `OUTCOME_QUERIES`, sorted, per query."""
+    outcome: dict[str, list[tuple[Any, ...]]] = {}
+    with psycopg.connect(database_url) as conn:
+        for name, query in OUTCOME_QUERIES.items():
+            rows = conn.execute(query).fetchall()
+            outcome[name] = sorted(rows, key=repr)
+    return outcome
+
+
+def outcome_differences(
+    expected: dict[str, list[tuple[Any, ...]]], actual: dict[str, list[tuple[Any, ...]]]
+) -> list[str]:
+    """What differs between two outcomes, in words (empty when they are equal): per table the
+    count of rows missing and doubled or extra, with a few examples."""
+    from collections import Counter
+
+    problems = []
+    for name in expected:
+        want, got = Counter(expected[name]), Counter(actual[name])
+        missing = want - got
+        extra = got - want
+        if missing or extra:
+            problems.append(
+                f"{name}: {sum(want.values())} expected, {sum(got.values())} found; "
+                f"{sum(missing.values())} missing (e.g. {list(missing)[:3]}), "
+                f"{sum(extra.values())} extra or doubled (e.g. {list(extra)[:3]})"
+            )
+    return problems

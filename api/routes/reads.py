@@ -24,8 +24,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from api.deps import Ingester, ResourcesDep
 from api.resources import describe_redis, first_line
 from api.schemas import IngestErrorPublic, IngestPublic
-from stream.publish import publish
-from stream.reads import READ_COLUMNS, Delivery, Rejected, parse_delivery
+from stream.publish import publish, stream_entry
+from stream.reads import READ_COLUMNS, Rejected, parse_delivery
+from stream.sources import stream_delivery
 
 router = APIRouter(prefix="/reads", tags=["ingest"])
 
@@ -94,24 +95,44 @@ def _rows(content_type: str, body: bytes) -> tuple[list[dict[str, Any]], int]:
     if content_type == "application/json":
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise _unprocessable(
+                "the body's JSON is nested too deeply: send an array of flat objects"
+            ) from None
         except ValueError as exc:
             raise _unprocessable(f"the body is not JSON: {exc}") from None
         if not isinstance(data, list):
             raise _unprocessable('send a JSON array of reads: [{"meter_id": ..., ...}]')
         return [item if isinstance(item, dict) else {"raw": json.dumps(item)} for item in data], 0
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
-    if not {"meter_id", "ts", "value"} <= set(header):
-        raise _unprocessable(
-            "the CSV header needs meter_id, ts and value (optional: unit, kind, quality)"
-        )
-    rows = []
-    for row in reader:
-        clean = {(k or "").strip(): v for k, v in row.items() if k is not None}
-        if None in row:  # more cells than the header has columns: keep them for the record
-            clean["extra"] = json.dumps(row[None])
-        rows.append(clean)
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not {"meter_id", "ts", "value"} <= set(header):
+            raise _unprocessable(
+                "the CSV header needs meter_id, ts and value (optional: unit, kind, quality)"
+            )
+        rows = []
+        for row in reader:
+            clean = {(k or "").strip(): v for k, v in row.items() if k is not None}
+            if None in row:  # more cells than the header has columns: keep them for the record
+                clean["extra"] = json.dumps(row[None])
+            rows.append(clean)
+    except csv.Error as exc:  # e.g. a field past the csv module's size limit
+        raise _unprocessable(f"the CSV is unreadable at line {reader.line_num}: {exc}") from None
     return rows, 2
+
+
+def _check_text(rows: list[dict[str, Any]], first: int) -> None:
+    """Refuse (422) a body whose JSON strings hold lone UTF-16 surrogates: JSON can spell them
+    (\\ud800) but they are not text, and the stream carries UTF-8."""
+    for index, row in enumerate(rows):
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _unprocessable(
+                f"row {index + first} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff"
+                " escape): send valid Unicode"
+            ) from None
 
 
 @router.post(
@@ -150,9 +171,12 @@ async def create_reads(
             detail=f"{len(rows):,} reads in one request: send at most "
             f"{settings.api_max_ingest_reads:,} (API_MAX_INGEST_READS)",
         )
+    _check_text(rows, first)
+    publishable = [{k: v for k, v in row.items() if k in READ_COLUMNS or v} for row in rows]
     errors = []
-    for index, row in enumerate(rows):
-        parsed = parse_delivery(Delivery(f"api:{index}", index, row))
+    for index, row in enumerate(publishable):
+        # Validated as the dataflow will see it: the stream entry, read back as a delivery.
+        parsed = parse_delivery(stream_delivery("api", f"{index}-0", index, stream_entry(row)))
         if isinstance(parsed, Rejected):
             errors.append(IngestErrorPublic(row=index + first, reason=parsed.reason))
     if strict and errors:
@@ -171,7 +195,6 @@ async def create_reads(
                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
                 detail="no reads stream: REDIS_URL is not set",
             )
-        publishable = [{k: v for k, v in row.items() if k in READ_COLUMNS or v} for row in rows]
         try:
             published = await to_thread.run_sync(
                 lambda: publish(client, settings.stream_keys, publishable)
