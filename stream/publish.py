@@ -12,7 +12,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,13 @@ def publish_file(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Publish a reads file (CSV or JSON lines) row by row, in file order."""
+    return publish(client, keys, file_rows(path), progress=progress)
+
+
+def file_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a reads file as `publish` takes them, in file order."""
     check_reads_file(path)
-    rows = (_row_for_stream(d.fields, d.raw, d.error) for d in iter_file_deliveries(path))
-    return publish(client, keys, rows, progress=progress)
+    return (_row_for_stream(d.fields, d.raw, d.error) for d in iter_file_deliveries(path))
 
 
 def _row_for_stream(fields: Mapping[str, Any], raw: str | None, error: str | None) -> dict:
@@ -135,6 +139,7 @@ class RetainingPublisher:
         self.published = 0
         self.restored = 0
         self.outages = 0
+        self._run_id: str | None = None  # the Redis server process we published to
 
     def publish(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         """XADD the rows in order (retrying through Redis outages); returns their ids."""
@@ -143,6 +148,9 @@ class RetainingPublisher:
         while len(ids) < len(entries):
             pending = entries[len(ids) :]
             try:
+                # A client reconnects by itself, so a restart between two calls shows no
+                # error: the server's run id tells. Restore before adding anything newer.
+                self.check_server()
                 pipe = self.client.pipeline(transaction=False)
                 for entry in pending:
                     pipe.xadd(self.key, entry)
@@ -193,6 +201,24 @@ class RetainingPublisher:
             return None
         return entry_id_key(_text(info["last-generated-id"]))
 
+    def watch(self) -> None:
+        """Call every second or so while there is nothing to publish: restores what a Redis
+        restart lost even when no new read comes to show it (waiting while Redis is down)."""
+        try:
+            self.check_server()
+        except redis.RedisError as exc:
+            self._outage(exc)
+
+    def check_server(self) -> None:
+        """Restore what the stream lost when the Redis server is not the one published to."""
+        run_id = str(self.client.info("server")["run_id"])
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("Redis restarted (run id %s, was %s)", run_id, self._run_id)
+            restored = self.restore()
+            if restored:
+                log.warning("Redis lost %d entries of %s: republished", restored, self.key)
+        self._run_id = run_id
+
     def _outage(self, exc: Exception) -> None:
         self.outages += 1
         delay = 0.2
@@ -201,10 +227,7 @@ class RetainingPublisher:
             self._sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
             try:
-                self.client.ping()
-                restored = self.restore()
-                if restored:
-                    log.warning("Redis lost %d entries of %s: republished", restored, self.key)
+                self.check_server()
                 return
             except redis.RedisError as again:
                 exc = again
