@@ -284,3 +284,22 @@ def test_redis_restart_while_reads_stream(
     log = flow.log.read_text()
     assert "Redis unavailable" in log and "retrying in" in log
     assert "Redis is back" in log
+
+
+def test_retaining_publisher_restores_a_lost_stream_with_the_same_ids(
+    redis_client: redis.Redis, stream_key: str
+) -> None:
+    publisher = RetainingPublisher(redis_client, stream_key, keep_s=0)
+    rows = [{"meter_id": f"M{i}", "ts": "2026-03-01T00:00:00Z", "value": str(i)} for i in range(9)]
+    ids = publisher.publish(rows)
+    before = redis_client.xrange(stream_key)
+    assert [entry_id for entry_id, _ in before] == ids
+    publisher.acknowledge(ids[2])  # the dataflow committed the first three
+    assert [r[0] for r in publisher.retained] == ids[3:]
+    redis_client.delete(stream_key)  # what a Redis without persistence does on a restart
+    assert publisher.restore() == 6
+    assert redis_client.xrange(stream_key) == before[3:]
+    assert publisher.restore() == 0  # nothing is added twice
+    # new entries go after the restored ones
+    [newer] = publisher.publish([{"meter_id": "M9", "ts": "2026-03-01T00:00:00Z", "value": "9"}])
+    assert redis_client.xrange(stream_key)[-1][0] == newer
