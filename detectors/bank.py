@@ -94,8 +94,7 @@ class DetectorBank:
     ) -> dict[str, Finding]:
         profile = self.profile
         found: dict[str, Finding] = {}
-        outlier = False
-        leak_building = False
+        suspected: set[str] = set()
         held_back: set[str] = set()
         for detector in self.detectors:
             for finding in detector.update(interval, context, profile):
@@ -103,8 +102,8 @@ class DetectorBank:
             if detector.suspicious:
                 for kind in detector.kinds:
                     held_back.update(SUSPICION_EXPLAINS.get(kind, ()))
-                    outlier = outlier or kind in OUTLIER_KINDS
-                    leak_building = leak_building or kind == "leak"
+                    suspected.add(kind)
+        outlier = not suspected.isdisjoint(OUTLIER_KINDS)
         for kind in list(found):
             held_back.update(EXPLAINS.get(kind, ()))
         for kind in held_back:
@@ -118,7 +117,29 @@ class DetectorBank:
             # the peak first, so that heavy flow is judged against a peak that includes it
             profile.observe_peak(interval)
             if interval.value >= 0:
-                profile.learn(interval, context, hold_running=leak_building)
+                profile.learn(interval, context, hold_running="leak" in suspected)
+        elif "spike" not in suspected and "spike" not in found:
+            # heavy flow kept out of the means (a possible burst) still shows what this hour
+            # can pass; an impossible interval does not
+            profile.note_heavy(interval, context)
+        return found
+
+    def late(
+        self, interval: Interval, context: MeterContext, open_kinds: Collection[str] = ()
+    ) -> dict[str, Finding]:
+        """Findings complete in one interval (a spike, a reverse-flow interval) on a read
+        that arrived after newer ones: the detectors have moved on and do not learn it, but
+        an impossible or negative interval is one whenever it arrives."""
+        found: dict[str, Finding] = {}
+        for detector in self.detectors:
+            if isinstance(detector, Spike) and context.active:
+                finding = detector.late(interval, context, self.profile)
+            elif isinstance(detector, ReverseFlow) and "reverse_flow" not in open_kinds:
+                finding = detector.late(interval)
+            else:
+                continue
+            if finding is not None:
+                found[finding.kind] = finding
         return found
 
     def __getstate__(self) -> tuple[Any, ...]:

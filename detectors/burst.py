@@ -1,8 +1,11 @@
 """Burst: very high flow for hours — a broken pipe or service line.
 
 Flow far above what this meter passes at that hour (see `burst_bar`), for at least two
-hours. The first high interval is held back from the
-profile (`suspicious`), so that a burst never raises the peak it is measured against.
+hours and two intervals (one long register interval after a late read is not two hours of
+flow). Once started, the burst holds while flow stays above `HOLD_SHARE` of the bar it
+started against, so that one slightly lower hour does not split it in two (and leave its
+last hour looking like a spike). The first high interval is held back from the profile
+(`suspicious`), so that a burst never raises the peak it is measured against.
 
 >>> from detectors.base import Interval, MeterContext
 >>> from detectors.profile import MeterProfile, slot_of
@@ -25,7 +28,14 @@ from detectors.config import thresholds_for
 from detectors.profile import MeterProfile, slot_of
 
 MIN_BURST_S = 2 * 3600
+MIN_INTERVALS = 2
+HOLD_SHARE = 0.5  # a started burst holds while flow stays above this share of its bar
 SLOT_SPREADS = 10.0
+# The hour-of-week bar is for hours that never see heavy flow. Where the meter has recently
+# had heavy flow at this hour of the day (on any day of the week, even in runs kept out of the
+# profile) it is measured against that flow instead: a sprinkler that runs on a new day of the
+# week, or an irrigation controller's every run after its first, is not a burst.
+HABITUAL_OF_PEAK = 0.5
 MIN_SLOT_OBSERVATIONS = 5
 WARMUP_DAYS = 7.0  # a week of history shows the meter's regular heavy use (irrigation days)
 
@@ -34,12 +44,17 @@ def burst_bar(interval: Interval, context: MeterContext, profile: MeterProfile) 
     """The flow above which this interval is burst-sized: at least the class's floor, and
     either `burst_peak_factor` times the meter's peak, or `SLOT_SPREADS` standard deviations
     above what the meter passes at that hour of the week — heavy flow at an hour it never
-    comes is the burst's signature, even below the meter's peak (set by its sprinkler)."""
+    comes is the burst's signature, even below the meter's peak (set by its sprinkler); at an
+    hour that has recently seen heavy flow, `burst_peak_factor` times that flow."""
     limits = thresholds_for(context.customer_class)
     slot = slot_of(interval.ts - interval.seconds, context.utc_offset_s)
-    bar = limits.burst_peak_factor * profile.peak
-    if profile.observations(slot) >= MIN_SLOT_OBSERVATIONS:
-        bar = min(bar, profile.mean_at(slot) + SLOT_SPREADS * profile.std_at(slot))
+    habitual = profile.habitual_flow(slot % 24)
+    if habitual > 0 and habitual >= HABITUAL_OF_PEAK * profile.peak:
+        bar = limits.burst_peak_factor * max(profile.peak, habitual)
+    else:
+        bar = limits.burst_peak_factor * profile.peak
+        if profile.observations(slot) >= MIN_SLOT_OBSERVATIONS:
+            bar = min(bar, profile.mean_at(slot) + SLOT_SPREADS * profile.std_at(slot))
     return max(limits.burst_min_rate, bar)
 
 
@@ -54,6 +69,7 @@ class Burst(Detector):
         self._volume = 0.0
         self._highest = 0.0
         self._threshold = 0.0
+        self._intervals = 0
 
     def update(
         self, interval: Interval, context: MeterContext, profile: MeterProfile
@@ -61,18 +77,24 @@ class Burst(Detector):
         rate = interval.rate
         if self._since is None:
             threshold = burst_bar(interval, context, profile)
-        else:
-            threshold = self._threshold  # the bar the burst was first measured against
+        else:  # the bar the burst was first measured against, with some hold
+            threshold = self._threshold * (HOLD_SHARE if self._intervals >= 2 else 1.0)
         if rate >= threshold and profile.days >= WARMUP_DAYS:
             if self._since is None:
                 self._since = interval.ts - interval.seconds
                 self._volume, self._highest, self._threshold = 0.0, 0.0, threshold
+                self._intervals = 0
             self._volume += interval.value
             self._highest = max(self._highest, rate)
+            self._intervals += 1
         else:
             self._since = None
         self.suspicious = self._since is not None
-        if self._since is None or interval.ts - self._since < MIN_BURST_S:
+        if (
+            self._since is None
+            or interval.ts - self._since < MIN_BURST_S
+            or self._intervals < MIN_INTERVALS
+        ):
             return []
         hours = (interval.ts - self._since) / 3600.0
         return [
@@ -97,8 +119,8 @@ class Burst(Detector):
         ]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._since, self._volume, self._highest, self._threshold)
+        return (self._since, self._volume, self._highest, self._threshold, self._intervals)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._since, self._volume, self._highest, self._threshold = state
+        self._since, self._volume, self._highest, self._threshold, self._intervals = state
         self.suspicious = self._since is not None

@@ -79,7 +79,7 @@ def running_chance(profile: MeterProfile, hour: int) -> float:
     day) and shrunk towards the prior by how much the profile has seen."""
     share = n = 0.0
     for h, weight in ((hour - 1) % 24, 1.0), (hour, 2.0), ((hour + 1) % 24, 1.0):
-        seen = min(profile.observations(h) + profile.observations(h + 24), EFFECTIVE_N)
+        seen = min(profile.hours_observed(h), EFFECTIVE_N)
         share += weight * seen * profile.on_share(h)
         n += weight * seen
     n /= 2.0  # the weights sum to 4: the pool is worth about two hours' observations
@@ -106,18 +106,51 @@ class QuietHourLeak(Detector):
         self._volume = 0.0  # estimated volume lost since the flag's start (gal)
         self._quiet_running = 0  # quiet intervals running since the flag's start
         self._quiet_seen = 0  # quiet intervals since the flag's start
+        # the local clock hour being added up: hour index (-1: none), start, volume, seconds
+        self._hour: list[Any] = [-1, 0, 0.0, 0]
 
     def update(
         self, interval: Interval, context: MeterContext, profile: MeterProfile
     ) -> list[Finding]:
         limits = thresholds_for(context.customer_class)
         needed = limits.leak_evidence
-        rate = interval.rate
-        if not context.active or profile.days < WARMUP_DAYS or rate >= limits.burst_min_rate:
+        if (
+            not context.active
+            or profile.days < WARMUP_DAYS
+            or interval.rate >= limits.burst_min_rate
+        ):
             if not context.active:
                 self._close()
+            self._hour = [-1, 0, 0.0, 0]
             self.suspicious = self._building(needed)
             return self._findings(needed)
+        hourly = self._add_to_hour(interval, context.utc_offset_s)
+        if hourly is not None:
+            self._test(hourly, context, profile, needed)
+        self.suspicious = self._building(needed)
+        return self._findings(needed)
+
+    def _add_to_hour(self, interval: Interval, utc_offset_s: int) -> Interval | None:
+        """Add the interval to its local clock hour; the whole hour once it is complete.
+        The tests judge clock hours whatever the read interval, as the profile does."""
+        start = interval.ts - interval.seconds
+        hour_index = (start + utc_offset_s) // 3600
+        if hour_index != self._hour[0]:
+            self._hour = [hour_index, start, 0.0, 0]
+        acc = self._hour
+        acc[2] += interval.value
+        acc[3] += interval.seconds
+        if (interval.ts + utc_offset_s) % 3600 and acc[3] < 3600:
+            return None
+        self._hour = [-1, 0, 0.0, 0]
+        return Interval(interval.ts, acc[3], acc[2])
+
+    def _test(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile, needed: float
+    ) -> None:
+        """One complete hour through both tests, and the flag's bookkeeping."""
+        limits = thresholds_for(context.customer_class)
+        rate = interval.rate
         start = interval.ts - interval.seconds
         hours = interval.seconds / 3600.0
         slot = slot_of(start, context.utc_offset_s)
@@ -164,8 +197,6 @@ class QuietHourLeak(Detector):
                 self._close()
             else:
                 self._observe(rate, hours, quiet, running, profile.mean_at(slot))
-        self.suspicious = self._building(needed)
-        return self._findings(needed)
 
     def _convinced(self, needed: float, now: int) -> bool:
         """Enough evidence, gathered over long enough that one night-time errand (a cluster
@@ -238,8 +269,8 @@ class QuietHourLeak(Detector):
                 ),
                 severity=severity,
                 evidence=(
-                    f"water kept running in {self._quiet_running} of {self._quiet_seen} "
-                    f"intervals at hours when this meter is normally still ({share:.0%}); "
+                    f"water kept running in {self._quiet_running} of {self._quiet_seen} hours "
+                    f"when this meter is normally still ({share:.0%}); "
                     f"about {rate:,.1f} gal/h more than usual, lowest flow "
                     f"{self._lowest:,.1f} gal/h; an estimated {self._volume:,.0f} gal lost "
                     "so far. Check toilets (flapper), outdoor taps, irrigation and the service "
@@ -270,6 +301,7 @@ class QuietHourLeak(Detector):
             self._volume,
             self._quiet_running,
             self._quiet_seen,
+            tuple(self._hour),
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -287,5 +319,7 @@ class QuietHourLeak(Detector):
             self._volume,
             self._quiet_running,
             self._quiet_seen,
+            hour,
         ) = state
+        self._hour = list(hour)
         self.suspicious = self._active

@@ -1,9 +1,9 @@
 """What a meter normally does: its learned profile, shared by the detectors.
 
 Per local hour of the day and type of day (working day or weekend), an exponentially weighted
-mean and variance of the flow rate; per local hour, how often the meter runs at all and how
-recently it had heavy flow (a sprinkler, a tank filling); per day of the week, how a whole day
-compares with what the hours expect (a laundry day); and the meter's peak flow.
+mean and variance of the flow rate; per local hour, how often the meter runs at all and the
+heaviest flow it has recently had (a sprinkler, a tank filling); per day of the week, how a
+whole day compares with what the hours expect (a laundry day); and the meter's peak flow.
 
 The detectors score an interval against the profile before the profile learns it, and the
 bank keeps the profile from learning an interval while an anomaly holds ("protect the
@@ -39,7 +39,7 @@ EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 # and the ice maker; a meter's lowest registered step is commonly 0.1 gal.
 RUNNING_RATE = 0.4
 HEAVY_OF_PEAK = 0.5  # flow over this share of the meter's peak is heavy
-HEAVY_FADE = 0.98
+HEAVY_FADE = 0.98  # per observation of the hour: about a month to halve
 DAY_FACTOR_RATE = 0.3  # EW weight of a new week's day in its weekday's factor
 
 
@@ -68,12 +68,14 @@ class MeterProfile:
         "_count",
         "_day_factor",
         "_heavy",
+        "_hour",
         "_mean",
         "_on",
         "_var",
         "learn_rate",
         "learned_s",
         "peak",
+        "step_s",
     )
 
     def __init__(self, learn_rate: float = 0.1) -> None:
@@ -82,14 +84,18 @@ class MeterProfile:
         self._var = array("f", bytes(4 * SLOTS))  # variance of the flow rate
         self._count = array("H", bytes(2 * SLOTS))  # observations per slot (capped)
         self._on = array("f", bytes(4 * 24))  # share of intervals running, by local hour
-        # recent heavy flow by local hour: 1 when the hour last had heavy flow, fading by
-        # `HEAVY_FADE` at each later observation of that hour (about a month to halve)
+        # the heaviest recent flow by local hour (gal/h), fading by `HEAVY_FADE` at each
+        # later observation of that hour (about a month to halve)
         self._heavy = array("f", bytes(4 * 24))
         # how each day of the week compares with the hourly profile (a laundry or a watering
         # day): an EW mean of the day's use over what the hourly means expected, Monday first
         self._day_factor = array("f", [1.0] * 7)
         self.learned_s = 0  # history learned (seconds)
         self.peak = 0.0  # the meter's peak flow (gal/h), see `observe_peak`
+        self.step_s = 3600  # the meter's read interval (seconds), as last learned
+        # the local clock hour being added up to judge whether the meter ran in it: hour
+        # index (-1: none), volume, seconds, and whether it is held back
+        self._hour: list[Any] = [-1, 0.0, 0, 0]
 
     # --- reading the profile ------------------------------------------------------------------
 
@@ -103,12 +109,14 @@ class MeterProfile:
         return self._count[slot]
 
     def on_share(self, hour: int) -> float:
-        """How often the meter is running in this local hour (0..1)."""
+        """How often the meter runs in this local hour (0..1; share of clock hours in which
+        it passed at least `RUNNING_RATE`)."""
         return self._on[hour]
 
-    def heavy_recently(self, hour: int) -> float:
-        """How recently the meter had heavy flow in this local hour or the ones beside it
-        (1: at the last observation; fading towards 0 over the following weeks)."""
+    def habitual_flow(self, hour: int) -> float:
+        """The heaviest flow the meter has recently had in this local hour or the ones beside
+        it (gal/h; fading by half over about a month): what its sprinkler or tank filling
+        passes, even where those runs were kept out of the means."""
         heavy = self._heavy
         return max(heavy[(hour - 1) % 24], heavy[hour], heavy[(hour + 1) % 24])
 
@@ -140,15 +148,43 @@ class MeterProfile:
         if n < 65_535:
             self._count[slot] = n + 1
         hour = slot % 24
-        hour_weight = max(self.learn_rate, 1.0 / (self._count[hour] + self._count[hour + 24]))
-        if not hold_running:
-            running = 1.0 if rate >= RUNNING_RATE else 0.0
-            self._on[hour] += hour_weight * (running - self._on[hour])
-        if self.peak > 0 and rate >= HEAVY_OF_PEAK * self.peak:
-            self._heavy[hour] = 1.0
-        else:
-            self._heavy[hour] *= HEAVY_FADE
+        self._count_running(start + context.utc_offset_s, interval, hold_running)
+        self._heavy[hour] = max(rate, self._heavy[hour] * HEAVY_FADE)
         self.learned_s += interval.seconds
+        self.step_s = interval.seconds
+
+    def _count_running(self, local_start: int, interval: Interval, hold: bool) -> None:
+        """Whether the meter ran is judged per clock hour, whatever the read interval: a
+        15-minute meter is still in three quarters of a busy hour and runs in the fourth.
+        Intervals add up into their local hour, which counts once it is complete."""
+        hour_index = local_start // 3600
+        if hour_index != self._hour[0]:
+            self._hour = [hour_index, 0.0, 0, 0]
+        acc = self._hour
+        acc[1] += interval.value
+        acc[2] += interval.seconds
+        acc[3] = acc[3] or hold
+        if (local_start + interval.seconds) % 3600 and acc[2] < 3600:
+            return  # the hour is not complete yet
+        self._hour = [-1, 0.0, 0, 0]
+        if acc[3]:
+            return
+        hour = hour_index % 24
+        weight = max(self.learn_rate, 1.0 / (self.hours_observed(hour) + 1.0))
+        running = 1.0 if acc[1] * 3600.0 / acc[2] >= RUNNING_RATE else 0.0
+        self._on[hour] += weight * (running - self._on[hour])
+
+    def hours_observed(self, hour: int) -> float:
+        """How many times this local hour has been learned (hours, whatever the interval)."""
+        return (self._count[hour] + self._count[hour + 24]) * self.step_s / 3600.0
+
+    def note_heavy(self, interval: Interval, context: MeterContext) -> None:
+        """Remember heavy flow at this local hour without learning the interval otherwise:
+        an outlier kept out of the means (a sprinkler's first run, or its first run on a new
+        day) still shows what this hour of the day can pass."""
+        local = interval.ts - interval.seconds + context.utc_offset_s
+        hour = (local // 3600) % 24
+        self._heavy[hour] = max(self._heavy[hour], interval.rate)
 
     def learn_day(self, weekday: int, used: float, expected: float) -> None:
         """Learn how a whole day of the week compared with what the hourly means expected."""
@@ -173,10 +209,25 @@ class MeterProfile:
             self._day_factor.tobytes(),
             self.learned_s,
             self.peak,
+            self.step_s,
+            tuple(self._hour),
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.learn_rate, mean, var, count, on, heavy, factor, self.learned_s, self.peak = state
+        (
+            self.learn_rate,
+            mean,
+            var,
+            count,
+            on,
+            heavy,
+            factor,
+            self.learned_s,
+            self.peak,
+            self.step_s,
+            hour,
+        ) = state
+        self._hour = list(hour)
         self._mean, self._var, self._count = array("f", mean), array("f", var), array("H", count)
         self._on, self._heavy = array("f", on), array("f", heavy)
         self._day_factor = array("f", factor)

@@ -64,6 +64,25 @@ class ReverseFlow(Detector):
             )
         ]
 
+    def late(self, interval: Interval) -> Finding | None:
+        """Judge a read that arrived after newer ones: negative is reverse flow, on its own."""
+        if interval.value >= -self.tolerance:
+            return None
+        volume = -interval.value
+        return Finding(
+            kind="reverse_flow",
+            started_at=interval.ts - interval.seconds,
+            ended_at=interval.ts,
+            score=clamp01(0.5 + volume / 100.0),
+            severity="high" if volume >= 50 else "medium",
+            evidence=(
+                f"meter ran backwards: {volume:,.1f} recorded in reverse in one interval (a "
+                "read that arrived late); check for backflow (failed check valve) or a meter "
+                "installed backwards"
+            ),
+            details={"reverse_volume": round(volume, 3), "largest": round(volume, 3)},
+        )
+
     def __getstate__(self) -> tuple[Any, ...]:
         return (
             self.tolerance,

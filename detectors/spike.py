@@ -1,9 +1,11 @@
 """Spike: one interval implausibly high for this meter — a meter or head-end error.
 
 An interval above `spike_factor` times the meter's own peak (and at least `MIN_SPIKE_RATE`),
-or above the class's physical maximum flow, that is alone: the next interval is back to
-normal. (Two such intervals in a row are a burst, not a spike.) The flag is raised at the
-interval after the spike, which is when it is known to stand alone.
+or above the class's physical maximum flow, that is alone: the intervals before and after it
+are not burst-sized. (Two such intervals in a row are a burst, not a spike, and so is the
+last hour of a burst.) The flag is raised at the interval after the spike, which is when it
+is known to stand alone. A read that arrives late, after newer ones, is judged on its own by
+`late` (its neighbours have already been seen).
 
 >>> from detectors.base import Interval, MeterContext
 >>> from detectors.profile import MeterProfile
@@ -37,16 +39,22 @@ class Spike(Detector):
 
     def __init__(self) -> None:
         self.suspicious = False
-        self._pending: tuple[int, int, float, float] | None = None  # start, end, value, bar
+        # start, end, value, bar, and the flow rate of the interval before it
+        self._pending: tuple[int, int, float, float, float] | None = None
+        self._previous = 0.0  # flow rate of the interval before the current one (gal/h)
 
-    def is_spike(self, rate: float, context: MeterContext, profile: MeterProfile) -> float:
-        """The bar `rate` clears (0 when it clears none)."""
+    def is_spike(self, interval: Interval, context: MeterContext, profile: MeterProfile) -> float:
+        """The bar the interval clears (0 when it clears none): the class's physical maximum,
+        or `spike_factor` times the meter's peak or its recent heavy flow at that hour."""
+        rate = interval.rate
         limits = thresholds_for(context.customer_class)
         if rate > limits.max_rate:
             return limits.max_rate
         if profile.days < WARMUP_DAYS:
             return 0.0
-        bar = max(MIN_SPIKE_RATE, limits.spike_factor * profile.peak)
+        hour = ((interval.ts - interval.seconds + context.utc_offset_s) // 3600) % 24
+        habitual = profile.habitual_flow(hour)
+        bar = max(MIN_SPIKE_RATE, limits.spike_factor * max(profile.peak, habitual))
         return bar if rate >= bar else 0.0
 
     def update(
@@ -59,34 +67,48 @@ class Spike(Detector):
             self._pending = None
             limits = thresholds_for(context.customer_class)
             burst_bar = max(limits.burst_min_rate, limits.burst_peak_factor * profile.peak)
-            if rate < burst_bar:
-                start, end, value, bar = pending
-                found.append(
-                    Finding(
-                        kind="spike",
-                        started_at=start,
-                        ended_at=end,
-                        score=min(1.0, 0.6 + value / (bar * 10)),
-                        severity="medium",
-                        evidence=(
-                            f"one interval recorded {value:,.1f} gal — "
-                            f"{value / max(profile.peak * (end - start) / 3600, 0.1):,.0f} times "
-                            "this meter's usual peak — and the next was back to normal: a "
-                            "meter or head-end error, not water used; estimate the interval "
-                            "before billing"
-                        ),
-                        details={"value": value, "usual_peak": round(profile.peak, 1)},
-                    )
-                )
-        bar = self.is_spike(rate, context, profile)
+            start, end, value, bar, before = pending
+            if rate < burst_bar and before < burst_bar:
+                found.append(self._finding(start, end, value, bar, profile))
+        bar = self.is_spike(interval, context, profile)
         if bar:
-            self._pending = (interval.ts - interval.seconds, interval.ts, interval.value, bar)
+            start = interval.ts - interval.seconds
+            self._pending = (start, interval.ts, interval.value, bar, self._previous)
+        self._previous = rate
         self.suspicious = self._pending is not None
         return found
 
+    def late(
+        self, interval: Interval, context: MeterContext, profile: MeterProfile
+    ) -> Finding | None:
+        """Judge a read that arrived after newer ones: a spike if it clears the bar."""
+        bar = self.is_spike(interval, context, profile)
+        if not bar:
+            return None
+        return self._finding(
+            interval.ts - interval.seconds, interval.ts, interval.value, bar, profile
+        )
+
+    @staticmethod
+    def _finding(start: int, end: int, value: float, bar: float, profile: MeterProfile) -> Finding:
+        return Finding(
+            kind="spike",
+            started_at=start,
+            ended_at=end,
+            score=min(1.0, 0.6 + value / (bar * 10)),
+            severity="medium",
+            evidence=(
+                f"one interval recorded {value:,.1f} gal — "
+                f"{value / max(profile.peak * (end - start) / 3600, 0.1):,.0f} times this "
+                "meter's usual peak — and the intervals around it were normal: a meter or "
+                "head-end error, not water used; estimate the interval before billing"
+            ),
+            details={"value": value, "usual_peak": round(profile.peak, 1)},
+        )
+
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._pending,)
+        return (self._pending, self._previous)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        (self._pending,) = state
+        self._pending, self._previous = state
         self.suspicious = self._pending is not None

@@ -314,6 +314,28 @@ def export(
     out.print(f"wrote {rows} {what.value} row(s) to {out_file}")
 
 
+@app.command()
+def score(
+    in_csv: Annotated[
+        Path, typer.Argument(help="CSV with ts (or timestamp), value and optional meter_id.")
+    ],
+    out_csv: Annotated[Path, typer.Argument(help="Where to write the rows with their scores.")],
+    customer_class: Annotated[
+        str, typer.Option(help="Customer class whose thresholds apply (detectors/config.py).")
+    ] = "residential",
+) -> None:
+    """Score a reads file offline with the per-meter models: every row gets anomaly_score in
+    [0, 1] (known when the row was read) and flag_kind (the flag covering it, if any).
+
+    Without a meter_id column the file is one series; a timestamp without an offset is UTC.
+    """
+    from stream.offline import score_file
+
+    with _errors():
+        rows = score_file(in_csv, out_csv, customer_class=customer_class)
+    out.print(f"scored {rows} row(s) into {out_csv}")
+
+
 # --- simulation and the demo ------------------------------------------------------------------
 
 
