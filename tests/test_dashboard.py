@@ -1,51 +1,59 @@
-"""The dashboard: pure figure and text builders, the API client against a real API, and one
-real-browser smoke test of the live page (marked `browser`).
-
-Run the browser test with:  pytest tests/test_dashboard.py -m browser --webdriver Chrome --headless
-It needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver).
+"""The dashboard without a browser: pure figure, table and form builders, the API client and
+the sign-in, sign-out and download routes against a real API. The browser tests are in
+tests/test_dashboard_browser.py.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 import uvicorn
+from api_fixtures import PASSWORD, access_url
 from dash import html
-from dash.testing.application_runners import ThreadedRunner
-from dash.testing.composite import DashComposite
-from selenium.webdriver.chrome.options import Options as ChromeOptions
 from test_reports import seed_sample
 
 from api.main import create_app
 from api.schemas import (
+    AlertSummaryPublic,
+    BillLinePublic,
+    BillPreviewPublic,
+    BillPublic,
+    CyclePublic,
+    FlagDetailPublic,
     FlagPublic,
     LiveMetricsPublic,
     LivePublic,
     ReadTotalsPublic,
     StreamBacklogPublic,
+    UnmatchedPublic,
+    UsageBucketPublic,
     UsageByClassPublic,
+    UsageHistoryPublic,
     UsagePointPublic,
+    UsageSeriesPublic,
 )
-from dashboard import data, figures
+from api.usage import USAGE_CSV_COLUMNS
+from dashboard import auth, data, figures
 from dashboard.app import create_dash_app
+from dashboard.pages import account, exceptions, portal, queues
 from dashboard.pages import live as live_page
 from meterwatch.settings import Settings
+
+__all__ = ["access_url"]
 
 UTC_ = ZoneInfo("UTC")
 CHICAGO = ZoneInfo("America/Chicago")
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 # --- pure builders ----------------------------------------------------------------------------
@@ -297,78 +305,299 @@ def test_fetch_live_when_the_api_has_no_database(make_settings: Callable[..., Se
     )
 
 
-# --- one real browser -------------------------------------------------------------------------
+def test_client_says_not_found_and_signed_out(
+    seeded_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(database_url=seeded_url)
+    with running_api(settings) as (url, _):
+        anonymous = data.Client(url, 10).account("A1")
+        staff = data.Client(url, 10, data.api_credential(settings))
+        missing = staff.account("NOPE")
+        usage = staff.account_usage("A1", "hour", date(2026, 3, 1), date(2026, 3, 2))
+    assert anonymous.value is None and anonymous.status == 401
+    assert anonymous.error is not None and anonymous.error.startswith("signed out (not signed in")
+    assert missing.not_found and missing.error == (
+        "not found: no account 'NOPE': check the number against the CIS export"
+    )
+    assert usage.value is not None
+    (series,) = usage.value.series
+    assert sum(b.usage or 0 for b in series.buckets) == 5.0  # M1: five reads of 1 gal
 
 
-def chromium_options(headless: bool) -> ChromeOptions:
-    options = ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    # quiet and self-contained: no sandbox (runs as root in CI), no GPU, no calls home
-    for flag_ in (
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ):
-        options.add_argument(flag_)
-    if headless:
-        options.add_argument("--headless=new")
-    return options
+# --- money, usage and the pages' pure pieces ------------------------------------------------
+
+
+def test_money_and_usage_texts() -> None:
+    assert figures.format_money(Decimal("1234.5"), "USD") == "$1,234.50"
+    assert figures.format_money(-3, "EUR") == "-€3.00"
+    assert figures.format_money(Decimal("7"), "CHF") == "7.00 CHF"
+    assert figures.format_money(None, "USD") == figures.NO_VALUE
+    assert figures.format_unit_price(Decimal("0.004000"), "USD", "gal") == "$0.004 per gal"
+    assert figures.format_unit_price(Decimal("2"), "NOK", "kWh") == "2.00 NOK per kWh"
+    assert figures.format_usage(1234.56, "gal") == "1,235 gal"
+    assert figures.format_usage(12.34, "kWh") == "12.3 kWh"
+    assert figures.format_usage(None, "gal") == "no reads"
+
+
+def history(
+    resolution: str, values: list[float | None], last_year: bool = True
+) -> UsageHistoryPublic:
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1)}[resolution]
+    start = datetime(2026, 3, 1, tzinfo=CHICAGO)
+    buckets = [
+        UsageBucketPublic(
+            start=start + i * step,
+            usage=v,
+            reads=0 if v is None else 4,
+            estimated_reads=0,
+            last_year_usage=(v or 0) / 2 if last_year else None,
+        )
+        for i, v in enumerate(values)
+    ]
+    return UsageHistoryPublic(
+        account_id="A1",
+        resolution=resolution,  # type: ignore[arg-type]
+        timezone="America/Chicago",
+        start=date(2026, 3, 1),
+        end=date(2026, 3, 1) + len(values) * step,
+        series=[UsageSeriesPublic(unit="gal", buckets=buckets)],
+    )
+
+
+def test_history_figure_bars_last_year_and_marks() -> None:
+    found = history("day", [10.0, None, 30.0])
+    leak = figures.Span("leak (open)", datetime(2026, 3, 2, 12, tzinfo=CHICAGO), None)
+    old = figures.Span(
+        "gap (resolved)", datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
+    )
+    alert = figures.Span(
+        "Alert: leak (sent)", datetime(2026, 3, 2, 18, tzinfo=CHICAGO), None, point=True
+    )
+    figure = figures.history_figure(
+        found, compare=True, marks=[leak, old, alert], now=datetime(2026, 3, 10, tzinfo=CHICAGO)
+    )
+    bars, line, alerts = figure.data
+    assert (bars.type, list(bars.y)) == ("bar", [10.0, None, 30.0])
+    assert list(bars.x) == [datetime(2026, 3, 1), datetime(2026, 3, 2), datetime(2026, 3, 3)]
+    assert (line.name, list(line.y)) == ("Same time last year", [5.0, 0.0, 15.0])
+    assert list(alerts.text) == ["Alert: leak (sent)"]
+    (shape,) = figure.layout.shapes  # the old gap lies outside the window
+    assert shape.x0 == datetime(2026, 3, 2, 12)
+    assert shape.x1 == datetime(2026, 3, 4)  # an open leak is clipped to the window's end
+    assert figure.layout.yaxis.title.text == "gal per day"
+    assert figure.layout.title.text == "Use per day (gal)"
+    assert len(figures.history_figure(found, compare=False).data) == 1
+
+
+def test_history_figure_without_reads() -> None:
+    for empty in (None, history("hour", [None, None])):
+        figure = figures.history_figure(empty, compare=True, empty_text="nothing yet")
+        assert len(figure.data) == 0
+        assert figure.layout.annotations[0].text == "nothing yet"
+
+
+def test_evidence_window_hourly_for_short_flags_daily_for_long_ones() -> None:
+    now = datetime(2026, 3, 20, 12, tzinfo=UTC)
+    short = flag(ended=True)  # 2026-03-01 00:00-01:00 UTC
+    assert figures.evidence_window(short, CHICAGO, now) == (
+        "hour",
+        date(2026, 2, 26),
+        date(2026, 3, 3),
+    )
+    long = flag().model_copy(update={"started_at": datetime(2025, 6, 1, tzinfo=UTC)})
+    assert figures.evidence_window(long, CHICAGO, now) == (
+        "day",
+        date(2025, 5, 29),
+        date(2026, 3, 21),
+    )
+
+
+def flag_detail(**changes: object) -> FlagDetailPublic:
+    base = FlagDetailPublic(
+        **flag().model_dump(),
+        details={"leak_rate": 2.5, "volume_lost": 1234.5},
+        expected_use=False,
+        status_by=None,
+        status_reason=None,
+        status_at=None,
+    )
+    return base.model_copy(update=changes)
+
+
+def test_evidence_items_read_plainly() -> None:
+    items = dict(figures.evidence_items(flag_detail(), CHICAGO))
+    assert items["What"] == "leak"
+    assert items["Until"] == "still going on"
+    assert items["leak rate"] == "2.5" and items["volume lost"] == "1,234.5"
+    reviewed = flag_detail(status="confirmed", status_by="olga", status_reason="seen on site")
+    assert dict(figures.evidence_items(reviewed, CHICAGO))["Review"] == (
+        "confirmed by olga: seen on site"
+    )
+    (row,) = figures.queue_rows([flag_detail()], UTC_)
+    assert row[:6] == ["2026-03-01 00:45 UTC", "A1", "M1", "leak", "high", "open"]
+
+
+def test_bill_lines_show_the_tier_arithmetic() -> None:
+    bill = BillPublic(
+        rate_plan="RES", currency="USD", unit="gal", usage=Decimal("6000"), period_days=30,
+        proration=Decimal("1"), total=Decimal("38.00"), notes=[],
+        lines=[
+            BillLinePublic(description="Fixed charge", quantity=Decimal("1"), unit="period",
+                           price=Decimal("12.00"), amount=Decimal("12.00")),
+            BillLinePublic(description="Tier 1: 0 to 5,000 gal", quantity=Decimal("5000"),
+                           unit="gal", price=Decimal("0.004000"), amount=Decimal("20.00")),
+            BillLinePublic(description="Tier 2: above 5,000 gal", quantity=Decimal("1000"),
+                           unit="gal", price=Decimal("0.006000"), amount=Decimal("6.00")),
+        ],
+    )  # fmt: skip
+    preview = BillPreviewPublic(
+        period_start=date(2026, 3, 1), period_end=date(2026, 3, 31), starts_at=T0, ends_at=T0,
+        rate_plan="RES", usage=[], bill=bill, not_priced=None, unresolved_flags=0, notes=[],
+    )  # fmt: skip
+    assert figures.bill_lines(preview) == [
+        ["Fixed charge", "1 period", "$12.00", "$12.00"],
+        ["Tier 1: 0 to 5,000 gal", "5,000 gal", "$0.004 per gal", "$20.00"],
+        ["Tier 2: above 5,000 gal", "1,000 gal", "$0.006 per gal", "$6.00"],
+        ["Total", "6,000 gal", "", "$38.00"],
+    ]
+    assert figures.bill_lines(preview.model_copy(update={"bill": None})) == []
+
+
+def test_alerts_table() -> None:
+    alert = AlertSummaryPublic(
+        alert_id=1, account_id="A1", rule="projected_bill", period_start=date(2026, 3, 1),
+        detected_at=T0, created_at=T0, status="sent", channels=["email", "sms"],
+        message="Your bill is heading for $80", attempts=2,
+    )  # fmt: skip
+    _head, body = figures.alerts_table([alert], UTC_)
+    assert [td.children for td in body.children[0].children] == [
+        "2026-03-01 00:00 UTC", "A1", "projected bill", "sent", "email, sms", "2",
+        "Your bill is heading for $80",
+    ]  # fmt: skip
+    _, empty = figures.alerts_table([], UTC_)
+    assert empty.children.children.children == "No alerts yet."
+
+
+def test_alert_settings_form_to_changes() -> None:
+    changes = portal.settings_changes("150", "", "60.5", ["leak", "sms"], "22:00", "7:00")
+    assert changes == {
+        "daily_threshold": 150.0,
+        "period_threshold": None,
+        "projected_bill_threshold": "60.50",
+        "leak_alerts": True,
+        "email_opt_in": False,
+        "sms_opt_in": True,
+        "quiet_start": "22:00",
+        "quiet_end": "07:00",
+    }
+    for args, message in [
+        (("lots", "", "", [], "", ""), "The daily alert must be a number"),
+        (("-1", "", "", [], "", ""), "The daily alert must be more than 0"),
+        (("", "", "ten", [], "", ""), "The bill alert must be an amount"),
+        (("", "", "", [], "22:00", ""), "Quiet hours need a start and an end"),
+        (("", "", "", [], "25:00", "07:00"), "Quiet hours start must be a time like 22:00"),
+    ]:
+        with pytest.raises(portal.FormProblem, match=message):
+            portal.settings_changes(*args)
+
+
+def test_small_page_helpers() -> None:
+    cycle = CyclePublic(
+        cycle_day=15, period_start=date(2026, 2, 15), period_end=date(2026, 3, 15), accounts=3,
+        blocking_flags=2, closed_at=None, closed_by=None,
+    )  # fmt: skip
+    assert exceptions.parse_cycle(exceptions.cycle_value(cycle)) == (15, date(2026, 2, 15))
+    assert exceptions.parse_cycle("all") == (None, None)
+    assert exceptions.cycle_label(cycle) == "Cycle day 15: 2026-02-15 to 2026-03-15 (2 unresolved)"
+    newest = datetime(2026, 3, 1, 23, tzinfo=CHICAGO)
+    today = date(2026, 12, 1)
+    assert account.usage_window("hour", newest, today) == (date(2026, 2, 23), date(2026, 3, 2))
+    assert account.usage_window("month", newest, today) == (date(2024, 3, 1), date(2026, 3, 2))
+    assert account.usage_window("day", None, today)[1] == date(2026, 12, 2)
+    reads = [
+        UnmatchedPublic(
+            meter_id=m, ts=T0 + timedelta(hours=h), value=1.0, reported_unit="gal",
+            register_value=None, quality=None, reason=r, detail="not in meters.csv",
+            received_at=T0, resolved_at=None, resolved_by=None, resolution=None, stored=False,
+        )
+        for m, h, r in [("X2", 1, "unknown_meter"), ("X1", 3, "retired_meter"),
+                        ("X1", 2, "unknown_meter")]
+    ]  # fmt: skip
+    assert [
+        (q.meter_id, q.reads, q.reasons, q.first.hour, q.last.hour) for q in queues.by_meter(reads)
+    ] == [
+        ("X1", 2, "retired meter, unknown meter", 2, 3),
+        ("X2", 1, "unknown meter", 1, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("target", "role", "where"),
+    [
+        ("/exceptions", "operator", "/exceptions"),
+        (None, "operator", "/"),
+        ("//evil.example/x", "operator", "/"),
+        ("https://evil.example/", "billing", "/"),
+        ("/\\evil.example", "admin", "/"),
+        ("/exceptions", "customer", "/portal"),
+        ("/portal?account=A1", "customer", "/portal?account=A1"),
+    ],
+)
+def test_after_sign_in_only_to_this_site(target: str | None, role: str, where: str) -> None:
+    assert auth._safe_next(target, role) == where
+
+
+# --- signing in, out and downloading, against the real API (no browser) -----------------------
 
 
 @pytest.fixture
-def dash_duo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DashComposite]:
-    """dash[testing]'s dash_duo, driving the system's Chromium (/usr/bin/chromium) rather than
-    a Chrome of its own; headless when asked (--headless) or when there is no display."""
-    headless = bool(request.config.getoption("headless")) or not os.environ.get("DISPLAY")
-    with (
-        ThreadedRunner() as server,
-        DashComposite(
-            server=server,
-            browser=request.config.getoption("webdriver"),
-            headless=False,  # the option is in chromium_options, in its current spelling
-            options=[chromium_options(headless)],
-            download_path=str(tmp_path),
-            percy_run=False,
-        ) as duo,
-    ):
-        yield duo
+def signed_stack(
+    access_url: tuple[str, dict[str, int]], make_settings: Callable[..., Settings]
+) -> Iterator[tuple[Settings, Any]]:
+    url, _ = access_url
+    settings = make_settings(database_url=url, utility_tz="America/Chicago")
+    with running_api(settings) as (api_url, _server):
+        app = create_dash_app(settings.model_copy(update={"api_url": api_url}))
+        yield settings, app.server.test_client()
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium "
-    "chromium-driver)",
-)
-def test_live_page_in_a_real_browser(
-    dash_duo: DashComposite, seeded_url: str, make_settings: Callable[..., Settings]
+def test_sign_in_sign_out_and_roles(signed_stack: tuple[Settings, Any]) -> None:
+    _, browser = signed_stack
+    page = browser.get("/login?next=/exceptions")
+    assert page.status_code == 200 and b'name="next" value="/exceptions"' in page.data
+    wrong = browser.post("/login", data={"username": "olga.operator", "password": "nope"})
+    assert wrong.status_code == 401 and b"Wrong username or password." in wrong.data
+    staff = browser.post(
+        "/login",
+        data={"username": "Olga.Operator", "password": PASSWORD, "next": "/exceptions"},
+    )
+    assert (staff.status_code, staff.headers["Location"]) == (302, "/exceptions")
+    cookie = staff.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    with browser.session_transaction() as session:
+        assert session["user"]["role"] == "operator"
+        assert session["user"]["username"] == "olga.operator"
+    assert browser.get("/logout").headers["Location"] == "/login"
+    with browser.session_transaction() as session:
+        assert "user" not in session
+    headend = browser.post("/login", data={"username": "head.end", "password": PASSWORD})
+    assert headend.status_code == 403
+
+
+def test_downloads_pass_through_with_the_customers_token(
+    signed_stack: tuple[Settings, Any],
 ) -> None:
-    with psycopg.connect(seeded_url) as conn:
-        conn.execute("UPDATE pipeline_status SET updated_at = now()")
-    with running_api(make_settings(database_url=seeded_url)) as (url, server):
-        settings = make_settings(database_url=seeded_url, api_url=url, dashboard_refresh_ms=500)
-        dash_duo.start_server(create_dash_app(settings))
-        dash_duo.wait_for_text_to_equal("#live-stored", "10", timeout=20)
-        assert dash_duo.find_element("#live-rejected").text == "2"
-        assert dash_duo.find_element("#live-unmatched").text == "3"
-        assert dash_duo.find_element("#live-duplicates").text == "3"
-        # the first refresh is the throughput sampler's first sample; the next one has a rate
-        dash_duo.wait_for_text_to_equal("#live-reads-per-s", "0.0 reads/s", timeout=10)
-        assert dash_duo.find_element("#live-lag").text not in ("", figures.NO_VALUE)
-        assert dash_duo.find_element("#live-backlog").text == "not measured"
-        dash_duo.wait_for_contains_text("#live-flags", "meter tamper", timeout=10)
-        dash_duo.wait_for_element("#live-usage .js-plotly-plot .scatterlayer .trace")
-        traces = dash_duo.driver.execute_script(
-            "return document.querySelector('#live-usage .js-plotly-plot').data.map(t => t.name)"
-        )
-        assert sorted(traces) == ["commercial (gal)", "commercial (kWh)", "residential (gal)"]
-        assert dash_duo.find_element("#live-banner").get_attribute("hidden") is not None
-        assert dash_duo.get_logs() == [], "the browser console has errors"
-
-        server.should_exit = True  # the API goes away: the page says so and keeps running
-        dash_duo.wait_for_contains_text("#live-banner", f"API unreachable at {url}", timeout=20)
-        assert dash_duo.find_element("#live-stored").text == figures.NO_VALUE
-    assert dash_duo.get_logs() == [], "the browser console has errors"
+    _, browser = signed_stack
+    assert browser.get("/download/A1/usage.csv").headers["Location"].startswith("/login")
+    signed = browser.post("/login", data={"username": "ada@example.com", "password": PASSWORD})
+    assert signed.headers["Location"] == "/portal"
+    csv_file = browser.get("/download/A1/usage.csv?resolution=day&start=2026-03-01&end=2026-03-02")
+    assert csv_file.status_code == 200, csv_file.data
+    assert csv_file.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in csv_file.headers["Content-Disposition"]
+    assert csv_file.data.decode().splitlines()[0] == ",".join(USAGE_CSV_COLUMNS)
+    xml = browser.get("/download/A1/green-button?start=2026-03-01&end=2026-03-02")
+    assert xml.status_code == 200 and b"<feed" in xml.data
+    foreign = browser.get("/download/A2/usage.csv")
+    assert foreign.status_code == 404 and b"you have no account 'A2'" in foreign.data
+    assert browser.get("/download/A1/secrets").status_code == 404

@@ -1,6 +1,6 @@
-"""The live page: throughput, lag behind the head-end, stream backlog, totals, usage by
-customer class over the last 24 h of reads, and the newest flags — refreshed in place every
-`settings.dashboard_refresh_ms`. Component ids start with `live-`.
+"""The live page (staff): throughput, lag behind the head-end, stream backlog, totals, usage by
+customer class over the last 24 h of reads, and the newest flags and alerts — refreshed in place
+every `settings.dashboard_refresh_ms`. Component ids start with `live-`.
 
 `register(app, settings)` adds the page and its callback to one app (rather than through
 `dash.callback`'s process-wide list), so that several apps can live in one process.
@@ -15,7 +15,8 @@ import dash
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 
-from dashboard import data, figures
+from api.schemas import AlertSummaryPublic
+from dashboard import auth, data, figures
 from meterwatch.settings import Settings
 
 CARDS = (
@@ -54,14 +55,24 @@ def layout(refresh_ms: int, tz: tzinfo) -> html.Div:
                 config={"displaylogo": False},
             ),
             html.H2("Newest flags"),
-            html.Table(figures.flags_table([], tz), id="live-flags", className="mw-table"),
+            html.Div(
+                html.Table(figures.flags_table([], tz), id="live-flags", className="mw-table"),
+                className="mw-scroll",
+            ),
+            html.H2("Newest alerts"),
+            html.Div(
+                html.Table(figures.alerts_table([], tz), id="live-alerts", className="mw-table"),
+                className="mw-scroll",
+            ),
             html.P(id="live-as-of", className="mw-as-of"),
             dcc.Interval(id="live-interval", interval=refresh_ms),
         ],
     )
 
 
-def render(result: data.LiveResult, tz: tzinfo) -> tuple[Any, ...]:
+def render(
+    result: data.LiveResult, tz: tzinfo, alerts: list[AlertSummaryPublic] | None = None
+) -> tuple[Any, ...]:
     """The callback's outputs for one fetch, in `OUTPUTS` order."""
     numbers = figures.live_numbers(result.live, tz)
     live = result.live
@@ -83,6 +94,7 @@ def render(result: data.LiveResult, tz: tzinfo) -> tuple[Any, ...]:
         numbers.duplicates,
         figure,
         figures.flags_table(live.latest_flags if live else [], tz),
+        figures.alerts_table(alerts or [], tz),
         numbers.as_of,
     )
 
@@ -100,6 +112,7 @@ OUTPUTS = [
     Output("live-duplicates", "children"),
     Output("live-usage", "figure"),
     Output("live-flags", "children"),
+    Output("live-alerts", "children"),
     Output("live-as-of", "children"),
 ]
 
@@ -112,10 +125,18 @@ def register(app: Dash, settings: Settings) -> None:
         return layout(settings.dashboard_refresh_ms, tz)
 
     dash.register_page(
-        __name__, path="/", name="Live", title="meterwatch · live", order=0, layout=page
+        __name__,
+        path="/",
+        name="Live",
+        title="meterwatch · live",
+        order=0,
+        layout=auth.guarded(auth.STAFF, "/", page),
+        roles=auth.STAFF,
     )
 
     @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"))
     def refresh_live(_n_intervals: int | None) -> tuple[Any, ...]:
-        result = data.fetch_live(settings.effective_api_url, settings.dashboard_api_timeout_s)
-        return render(result, tz)
+        api = auth.client(settings)
+        found = api.live()
+        alerts = api.latest_alerts(10).value if found.value else None
+        return render(data.LiveResult(found.value, found.error), tz, alerts)
