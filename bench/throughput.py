@@ -240,6 +240,7 @@ class FlowRun:
     seconds: float
     rss_growth: int  # bytes, peak minus start, summed over the processes
     counts: dict[str, int]
+    table_bytes: int = 0  # on-disk size of the reads hypertable afterwards
 
 
 def database_counts(url: str) -> dict[str, int]:
@@ -250,6 +251,13 @@ def database_counts(url: str) -> dict[str, int]:
         ).fetchone()
     assert row is not None
     return dict(zip(("reads", "flags", "alerts", "usage_daily"), row, strict=True))
+
+
+def reads_bytes(url: str) -> int:
+    """On-disk size of the reads hypertable: every chunk, its indexes and TOAST."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT hypertable_size('reads')").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def run_in_process(url: str, dataset: Dataset) -> FlowRun:
@@ -263,7 +271,7 @@ def run_in_process(url: str, dataset: Dataset) -> FlowRun:
         execute(flow, settings)
         seconds = time.perf_counter() - started
     growth = rss.peak[os.getpid()] - rss.start[os.getpid()]
-    return FlowRun(seconds, growth, database_counts(url))
+    return FlowRun(seconds, growth, database_counts(url), reads_bytes(url))
 
 
 def _free_ports(count: int) -> list[int]:
@@ -462,6 +470,7 @@ def _report(console: Console, results: list[SizeResult], processes: int) -> None
         table.add_column("ratio", justify="right")
     table.add_column("RSS / meter", justify="right")
     table.add_column("state / meter", justify="right")
+    table.add_column("disk / read", justify="right")
     for r in results:
         single_rate = r.dataset.rows / r.single.seconds
         row = [
@@ -477,6 +486,7 @@ def _report(console: Console, results: list[SizeResult], processes: int) -> None
         row += [
             f"{r.single.rss_growth / r.dataset.meters:,.0f} B",
             f"{r.state_bytes:,.0f} B",
+            f"{r.single.table_bytes / r.dataset.rows:,.0f} B",
         ]
         table.add_row(*row)
     console.print(table)
@@ -485,5 +495,6 @@ def _report(console: Console, results: list[SizeResult], processes: int) -> None
         "same rows, account ids filled in, into a fresh database of the same schema, measured "
         "before and after the dataflow runs (mean shown). RSS / meter: the one-worker run's "
         "peak resident memory growth over the meters; state / meter: pickled "
-        "MeterState.snapshot(), median of 500 meters."
+        "MeterState.snapshot(), median of 500 meters; disk / read: hypertable_size('reads') "
+        "over the reads stored (chunks, indexes, TOAST)."
     )

@@ -76,6 +76,27 @@ def utc_offset_s(tz: tzinfo, epoch: int) -> int:
     return _utc_offset(tz, epoch // 3600)
 
 
+@lru_cache(maxsize=4096)
+def meter_context(
+    customer_class: str, active: bool, utc_offset: int, register: bool
+) -> MeterContext:
+    """The (immutable) context of an interval; shared, since a few combinations cover all."""
+    return MeterContext(customer_class, active, utc_offset, register)
+
+
+_KINDS: dict[tuple[type, ...], tuple[str, ...]] = {}
+
+
+def bank_kinds(bank: DetectorBank) -> tuple[str, ...]:
+    """`bank.kinds`, computed once per combination of detector classes (kinds are class
+    attributes)."""
+    classes = tuple(type(d) for d in bank.detectors)
+    kinds = _KINDS.get(classes)
+    if kinds is None:
+        kinds = _KINDS[classes] = bank.kinds
+    return kinds
+
+
 class MeterState:
     """Everything meterwatch remembers about one meter. `tz` is the utility's time zone (the
     detectors learn by local hour); `bank_factory` makes the detectors of a new occupant."""
@@ -86,6 +107,7 @@ class MeterState:
         "bank_factory",
         "flags",
         "gaps",
+        "kinds",
         "last_ts",
         "meter_id",
         "register",
@@ -108,27 +130,30 @@ class MeterState:
         self.account_id: str | None = None  # the account the models learned on
         self.register: RegisterConverter | None = None
         self.bank = bank_factory()
+        self.kinds = bank_kinds(self.bank)  # the kinds the bank's detectors report
         self.flags = FlagTracker()
         self.gaps = GapTracker()
 
     def process(self, matched: MatchedRead) -> list[MeterOutput]:
         reading, assignment = matched.reading, matched.assignment
+        epoch = reading.epoch
         self.meter_id = reading.meter_id
-        first = self.seen.add(reading.epoch)
+        first = self.seen.add(epoch)
         if first is False:
             return [
                 DuplicateRead(
                     reading.meter_id, reading.ts, reading.value * reading.factor, reading.delivery
                 )
             ]
-        in_order = self.last_ts is None or reading.epoch > self.last_ts
-        outputs: list[MeterOutput] = []
+        last_ts = self.last_ts
+        in_order = last_ts is None or epoch > last_ts
+        changed: list[FlagChange] = []  # flags closed because the meter changed hands
         new_occupant = False
         if in_order and assignment.account_id != self.account_id:
             # A new occupant uses water differently: close what was open, learn afresh.
             if self.account_id is not None:
-                outputs.extend(self._writes(self.flags.close_all()))
-                self.bank = self.bank_factory()
+                changed = self.flags.close_all()
+                self._new_bank(self.bank_factory())
                 self.flags = FlagTracker()
                 new_occupant = True
             self.account_id = assignment.account_id
@@ -142,20 +167,19 @@ class MeterState:
             delta: float | None = None
             if in_order:
                 previous_ts = self.register.last_ts
-                delta, rollover = self.register.convert(reading.epoch, reading.value)
+                delta, rollover = self.register.convert(epoch, reading.value)
                 if previous_ts is not None:
-                    seconds = reading.epoch - previous_ts
+                    seconds = epoch - previous_ts
             value = None if delta is None else delta * reading.factor
         else:
             register = None
             value = reading.value * reading.factor
             if self.seen.grid > 0:
                 seconds = self.seen.grid
-            elif self.last_ts is not None:
-                seconds = reading.epoch - self.last_ts
+            elif last_ts is not None:
+                seconds = epoch - last_ts
 
-        outputs.insert(
-            0,
+        outputs: list[MeterOutput] = [
             StoredRead(
                 reading.meter_id,
                 reading.ts,
@@ -167,10 +191,14 @@ class MeterState:
                 assignment.service_point_id,
                 first is True,
                 reading.delivery,
-            ),
-        )
+            )
+        ]
+        if changed:
+            outputs.extend(self._writes(changed))
         if not in_order:
-            outputs.extend(self._writes(self.gaps.late(reading.epoch)))
+            filled = self.gaps.late(epoch)
+            if filled:
+                outputs.extend(self._writes(filled))
             if (
                 value is not None
                 and seconds
@@ -178,39 +206,49 @@ class MeterState:
                 and assignment.account_id == self.account_id
             ):
                 late = self.bank.late(
-                    Interval(reading.epoch, seconds, value),
-                    self._context(assignment, reading.epoch, reading.kind),
+                    Interval(epoch, seconds, value),
+                    self._context(assignment, epoch, reading.kind),
                     self.flags.open_kinds,
                 )
-                outputs.extend(self._writes(self.flags.observe(reading.epoch, late, tuple(late))))
+                outputs.extend(self._writes(self.flags.observe(epoch, late, tuple(late))))
             return outputs
         # Reads missing while the meter changed hands went to the exception queue (an
         # overlapping or late assignment): they are not a gap of the new occupant's.
-        previous = None if new_occupant else self.last_ts
-        self.last_ts = reading.epoch
-        outputs.extend(self._writes(self.gaps.on_time(reading.epoch, self.seen.grid, previous)))
+        self.last_ts = epoch
+        gaps = self.gaps.on_time(epoch, self.seen.grid, None if new_occupant else last_ts)
+        if gaps:
+            outputs.extend(self._writes(gaps))
+        open_kinds = self.flags.open_kinds
         findings: dict[str, Finding] = {}
         if value is not None and seconds:
             findings = self.bank.update(
-                Interval(reading.epoch, seconds, value),
-                self._context(assignment, reading.epoch, reading.kind),
-                self.flags.open_kinds,
+                Interval(epoch, seconds, value),
+                self._context(assignment, epoch, reading.kind),
+                open_kinds,
             )
-        kinds = self.bank.kinds
+        kinds = self.kinds
         if self.register is not None:
             kinds += ("rollover",)
             if rollover is not None:
                 findings["rollover"] = rollover
-        outputs.extend(self._writes(self.flags.observe(reading.epoch, findings, kinds)))
+        # With nothing found and nothing open, observing changes nothing: skip the walk.
+        if findings or open_kinds:
+            flag_changes = self.flags.observe(epoch, findings, kinds)
+            if flag_changes:
+                outputs.extend(self._writes(flag_changes))
         return outputs
 
     def _context(self, assignment: Assignment, epoch: int, kind: str) -> MeterContext:
-        return MeterContext(
+        return meter_context(
             assignment.customer_class,
             assignment.active,
             utc_offset_s(self.tz, epoch),
             kind == "register",
         )
+
+    def _new_bank(self, bank: DetectorBank) -> None:
+        self.bank = bank
+        self.kinds = bank_kinds(bank)
 
     def _writes(self, changes: list[FlagChange]) -> list[FlagWrite]:
         return [FlagWrite(self.meter_id, self.account_id or "", c) for c in changes]
@@ -247,8 +285,9 @@ class MeterState:
         if register is not None:
             state.register = RegisterConverter()
             state.register.__setstate__(register)
-        state.bank = DetectorBank.__new__(DetectorBank)
-        state.bank.__setstate__(bank)
+        restored = DetectorBank.__new__(DetectorBank)
+        restored.__setstate__(bank)
+        state._new_bank(restored)
         state.flags = FlagTracker.__new__(FlagTracker)
         state.flags.__setstate__(flags)
         state.gaps = GapTracker.__new__(GapTracker)

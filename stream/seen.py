@@ -27,13 +27,14 @@ IRREGULAR = -1
 class SeenIntervals:
     """`add(epoch)` answers True (first time), False (seen before) or None (cannot tell)."""
 
-    __slots__ = ("bits", "grid", "top", "window_s")
+    __slots__ = ("bits", "grid", "mask", "top", "window_s")
 
     def __init__(self, window_s: int) -> None:
         self.window_s = window_s
         self.grid = 0  # spacing of the grid (s); 0 until two timestamps are seen
         self.top: int | None = None  # newest timestamp seen
         self.bits = 0  # bit i set: top - i * grid was seen
+        self.mask = 1  # (1 << width) - 1: the bits the window keeps
 
     def _width(self) -> int:
         return min(self.window_s // self.grid + 1, MAX_BITS) if self.grid > 0 else 1
@@ -44,6 +45,12 @@ class SeenIntervals:
             self.top, self.bits = epoch, 1
             return True
         delta = epoch - top
+        grid = self.grid
+        if delta > 0 and grid > 0 and delta % grid == 0:
+            # The common case, the next interval(s) on the grid already learned.
+            self.bits = ((self.bits << (delta // grid)) | 1) & self.mask
+            self.top = epoch
+            return True
         if delta == 0:
             return False
         if self.grid == IRREGULAR:
@@ -51,9 +58,9 @@ class SeenIntervals:
                 self.top = epoch
                 return True
             return None
-        grid = gcd(self.grid, abs(delta))
+        grid = gcd(grid, abs(delta))
         if grid < MIN_GRID_S:
-            self.grid, self.bits = IRREGULAR, 1
+            self.grid, self.bits, self.mask = IRREGULAR, 1, 1
             if delta > 0:
                 self.top = epoch
                 return True
@@ -62,7 +69,7 @@ class SeenIntervals:
             self._regrid(grid)
         width = self._width()
         if delta > 0:
-            self.bits = ((self.bits << (delta // grid)) | 1) & ((1 << width) - 1)
+            self.bits = ((self.bits << (delta // grid)) | 1) & self.mask
             self.top = epoch
             return True
         index = -delta // grid
@@ -77,6 +84,7 @@ class SeenIntervals:
         old, bits, rebuilt, index = self.grid, self.bits, 0, 0
         self.grid = grid
         width = self._width()
+        self.mask = (1 << width) - 1
         while bits:
             if bits & 1:
                 position = index * old // grid if old > 0 else 0
@@ -91,3 +99,4 @@ class SeenIntervals:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.window_s, self.grid, self.top, self.bits = state
+        self.mask = (1 << self._width()) - 1
