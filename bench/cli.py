@@ -16,7 +16,7 @@ bench_app = typer.Typer(
 )
 
 # Modules under bench/ that register a command on bench_app, in the order `all` runs them.
-BENCHMARKS: list[str] = ["detect", "alerts", "api", "throughput", "recovery"]
+BENCHMARKS: list[str] = ["detect", "alerts", "api", "throughput", "recovery", "dashboard"]
 
 
 def _load() -> None:
