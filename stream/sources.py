@@ -181,10 +181,17 @@ def stream_delivery(
     (its raw payload keeps the bytes as `\\xNN` escapes), and `decode_error` is the field a
     publisher sets on a row it could not decode (see stream.publish), with the row in `raw`."""
     problems: list[str] = []
-    decoded: dict[str, str] = {}
-    for name, value in fields.items():
-        text_name = _decoded(name, "a field name", problems)
-        decoded[text_name] = _decoded(value, f"field {text_name!r}", problems)
+    decoded: dict[str, str]
+    try:  # the common case, as fast as the Redis client's own decoding
+        decoded = {
+            (k if isinstance(k, str) else k.decode()): (v if isinstance(v, str) else v.decode())
+            for k, v in fields.items()
+        }
+    except UnicodeDecodeError:
+        decoded = {}
+        for name, value in fields.items():
+            text_name = _decoded(name, "a field name", problems)
+            decoded[text_name] = _decoded(value, f"field {text_name!r}", problems)
     error = decoded.get("decode_error")
     raw = decoded.get("raw") if error is not None else None
     if error is not None and not error.strip():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -28,11 +29,13 @@ from pipeline_fixtures import (
     outcome_differences,
 )
 
-from stream.publish import publish_file
+from stream.publish import file_rows, publish, publish_file
 
 CRASH_READS = int(os.environ.get("MW_CRASH_READS", "120000"))
 CRASH_KILLS = max(5, int(os.environ.get("MW_CRASH_KILLS", "6")))
 CRASH_SEED = int(os.environ.get("MW_CRASH_SEED", "20260301"))
+# MW_CRASH_LIVE=1: publish while the flows run, rather than before
+LIVE = os.environ.get("MW_CRASH_LIVE", "") == "1"
 DAYS = 30  # hourly reads: 720 intervals per meter
 FLOW_SETTINGS = {"utility_tz": "America/Chicago", "alert_refresh_s": "0.5"}
 
@@ -61,8 +64,21 @@ def test_sigkilled_dataflow_ends_with_the_uninterrupted_runs_database(
     reference_url = timescale_databases()
     for url in (reference_url, database_url):
         load_accounts(url, scenario)
-    published = publish_file(redis_client, [stream_key], scenario.reads)
-    assert published == scenario.counts["deliveries"]
+    published = scenario.counts["deliveries"]
+    feeder = None
+    if LIVE:
+        # A head-end publishing while the flows read: each reads its own batch sizes.
+        rows = list(file_rows(scenario.reads))
+
+        def feed() -> None:
+            # slower than the flows, so that they read small batches, as live
+            for at in range(0, len(rows), 100):
+                publish(redis_client, [stream_key], rows[at : at + 100])
+                time.sleep(0.1)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+    else:
+        assert publish_file(redis_client, [stream_key], scenario.reads) == published
 
     # Both read the same stream, so their deliveries have the same names; they run side by
     # side to halve the test's time.
@@ -73,13 +89,16 @@ def test_sigkilled_dataflow_ends_with_the_uninterrupted_runs_database(
         database_url, SERVERS.redis_url, stream_key, tmp_path / "crashing", **FLOW_SETTINGS
     )
     rng = random.Random(CRASH_SEED)
+    wait_s = max(300.0, published / 300)  # even at 300 deliveries/s on a busy machine
     started = time.monotonic()
     reference.start()
     crashing.start()
+    if feeder is not None:
+        feeder.start()
     try:
         kill_points = sorted(int(published * rng.uniform(0.03, 0.97)) for _ in range(CRASH_KILLS))
         for n, point in enumerate(kill_points, 1):
-            wait_committed(crashing, database_url, stream_key, point, timeout=600)
+            wait_committed(crashing, database_url, stream_key, point, timeout=wait_s)
             # Anywhere: mid-batch, mid-transaction, mid-snapshot, or during the restart's
             # recovery when two points fall close together.
             time.sleep(rng.uniform(0.0, 1.5))
@@ -89,8 +108,8 @@ def test_sigkilled_dataflow_ends_with_the_uninterrupted_runs_database(
                 f"{published} deliveries committed"
             )
             crashing.start()
-        wait_committed(crashing, database_url, stream_key, published, timeout=600)
-        wait_committed(reference, reference_url, stream_key, published, timeout=600)
+        wait_committed(crashing, database_url, stream_key, published, timeout=wait_s)
+        wait_committed(reference, reference_url, stream_key, published, timeout=wait_s)
     finally:
         for flow in (crashing, reference):
             if flow.process is not None and flow.process.poll() is None:

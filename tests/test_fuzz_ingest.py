@@ -320,6 +320,23 @@ def test_hostile_payloads_through_the_stream_and_the_api_are_stored_or_rejected(
             assert response.status_code in (413, 422), response.text
             assert response.json()["detail"]
 
+    # A few of every outcome for certain, besides whatever hypothesis draws.
+    fixed = [
+        {b"meter_id": b"M1", b"ts": b"2025-05-01T01:00:00Z", b"value": b"1.5"},
+        {b"meter_id": b"M1", b"ts": b"2025-05-01T01:00:00Z", b"value": b"1.5"},
+        {b"meter_id": b"UNKNOWN-7", b"ts": b"2025-05-01T01:00:00-05:00", b"value": b"2"},
+        {
+            b"meter_id": b"M2",
+            b"ts": b"2025-05-01T02:00:00Z",
+            b"value": b"100",
+            b"kind": b"register",
+        },
+    ]
+    for fields in fixed:
+        entry_id = raw_client.xadd(stream_key, fields).decode()  # type: ignore[arg-type, union-attr]
+        expected[f"{stream_key}/{entry_id}"] = parse_delivery(
+            stream_delivery(stream_key, entry_id, 0, fields)
+        )
     publish_entries()
     post_reads()
     sent = raw_client.xlen(stream_key)
@@ -363,4 +380,4 @@ def test_hostile_payloads_through_the_stream_and_the_api_are_stored_or_rejected(
     assert direct == want
     # what the API called invalid is what the dataflow rejected of its rows
     assert len(rejected) - len(direct) == api_invalid
-    assert counts["stored"] > 0 and counts["rejected"] > 0 and counts["unmatched"] > 0
+    assert min(counts["stored"], counts["rejected"], counts["unmatched"], counts["duplicates"]) > 0
