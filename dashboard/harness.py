@@ -108,10 +108,13 @@ def chromium(width: int = 1280, height: int = 900, *, mobile: bool = False) -> w
 def sign_in(driver: webdriver.Chrome, base_url: str, username: str, password: str) -> None:
     """Sign in through the login form and wait until the first page has loaded."""
     driver.get(f"{base_url}/logout")
+    WebDriverWait(driver, 60).until(
+        expected_conditions.presence_of_element_located((By.ID, "login-submit"))
+    )
     driver.find_element(By.ID, "login-username").send_keys(username)
     driver.find_element(By.ID, "login-password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
-    WebDriverWait(driver, 20).until(
+    WebDriverWait(driver, 60).until(
         expected_conditions.presence_of_element_located((By.ID, "nav-user"))
     )
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
@@ -52,7 +53,7 @@ SHOTS = (
     Shot("live", "operator", "/", "#live-usage .trace"),
     Shot("exceptions", "operator", "/exceptions", "#exc-queue", _open_first_flag),
     Shot("account", "operator", "/account?account_id=A1", "#acct-usage .trace"),
-    Shot("billing", "billing", "/billing", "#bill-verdict"),
+    Shot("billing", "billing", "/billing?cycle=1|{last_month}", "#bill-verdict"),
     Shot("queues", "operator", "/queues", "#queues-unmatched-table"),
     Shot("portal", "customer", "/portal", "#portal-usage .trace"),
     Shot("portal-phone", "customer", "/portal", "#portal-usage .trace", mobile=True),
@@ -67,7 +68,9 @@ def _database(settings: Settings) -> tuple[str, str]:
 
 def take(shot: Shot, driver: webdriver.Chrome, url: str, out: Path) -> Path:
     """Open one page, wait for its data, do its action and save it at full page height."""
-    driver.get(url + shot.path)
+    today = date.today()
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)  # a cycle that ended
+    driver.get(url + shot.path.format(last_month=last_month.isoformat()))
     WebDriverWait(driver, 30).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, shot.ready))
     )

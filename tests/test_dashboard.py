@@ -601,3 +601,23 @@ def test_downloads_pass_through_with_the_customers_token(
     foreign = browser.get("/download/A2/usage.csv")
     assert foreign.status_code == 404 and b"you have no account 'A2'" in foreign.data
     assert browser.get("/download/A1/secrets").status_code == 404
+
+
+def test_live_page_comes_with_its_first_numbers() -> None:
+    ok = live_page.render(
+        data.LiveResult(live=LivePublic(metrics=metrics(), usage=usage(), latest_flags=[])), UTC_
+    )
+    page = live_page.layout(500, UTC_, ok)
+    found = {}
+    stack = [page]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "id", None):
+            found[node.id] = node
+        children = getattr(node, "children", None)
+        stack.extend(children if isinstance(children, list) else [children] if children else [])
+    assert found["live-stored"].children == "12,345"
+    assert found["live-reads-per-s"].children == "12.3 reads/s"
+    assert found["live-banner"].hidden is True
+    empty = live_page.layout(500, UTC_)
+    assert "—" in str(empty)

@@ -30,44 +30,65 @@ CARDS = (
 )
 
 
-def _card(card_id: str, title: str, hint: str) -> html.Div:
+def _card(card_id: str, title: str, hint: str, shown: dict[str, Any]) -> html.Div:
     return html.Div(
         className="mw-card",
         title=hint,
         children=[
             html.Div(title, className="mw-card-title"),
-            html.Div(figures.NO_VALUE, id=card_id, className="mw-card-value"),
-            html.Div(hint, id=f"{card_id}-hint", className="mw-card-hint"),
+            html.Div(shown[card_id], id=card_id, className="mw-card-value"),
+            html.Div(shown[f"{card_id}-hint"], id=f"{card_id}-hint", className="mw-card-hint"),
         ],
     )
 
 
-def layout(refresh_ms: int, tz: tzinfo) -> html.Div:
-    """The page before its first refresh: empty cards, chart and table."""
+def layout(refresh_ms: int, tz: tzinfo, first: tuple[Any, ...] | None = None) -> html.Div:
+    """The page with the outputs of a first fetch (`render`) already in place, so that the
+    numbers come with the page rather than one refresh later; empty without it."""
+    values = first or render(data.LiveResult(), tz)
+    shown = {
+        str(output.component_id) if output.component_property == "children" else
+        f"{output.component_id}.{output.component_property}": value
+        for output, value in zip(OUTPUTS, values, strict=True)
+    }  # fmt: skip
+    for card_id, _, hint in CARDS:
+        shown.setdefault(f"{card_id}-hint", hint)
     return html.Div(
         className="mw-page",
         children=[
-            html.Div(id="live-banner", className="mw-banner", role="alert", hidden=True),
-            html.Div([_card(*card) for card in CARDS], className="mw-cards"),
+            html.Div(
+                shown["live-banner"],
+                id="live-banner",
+                className="mw-banner",
+                role="alert",
+                hidden=shown["live-banner.hidden"] or first is None,
+            ),
+            html.Div([_card(*card, shown) for card in CARDS], className="mw-cards"),
             dcc.Graph(
-                id="live-usage",
-                figure=figures.usage_figure(None, tz),
-                config={"displaylogo": False},
+                id="live-usage", figure=shown["live-usage.figure"], config={"displaylogo": False}
             ),
             html.H2("Newest flags"),
             html.Div(
-                html.Table(figures.flags_table([], tz), id="live-flags", className="mw-table"),
+                html.Table(shown["live-flags"], id="live-flags", className="mw-table"),
                 className="mw-scroll",
             ),
             html.H2("Newest alerts"),
             html.Div(
-                html.Table(figures.alerts_table([], tz), id="live-alerts", className="mw-table"),
+                html.Table(shown["live-alerts"], id="live-alerts", className="mw-table"),
                 className="mw-scroll",
             ),
-            html.P(id="live-as-of", className="mw-as-of"),
+            html.P(shown["live-as-of"], id="live-as-of", className="mw-as-of"),
             dcc.Interval(id="live-interval", interval=refresh_ms),
         ],
     )
+
+
+def fetch(settings: Settings) -> tuple[Any, ...]:
+    """One refresh's outputs, fetched as the signed-in user."""
+    api = auth.client(settings)
+    found = api.live()
+    alerts = api.latest_alerts(10).value if found.value else None
+    return render(data.LiveResult(found.value, found.error), settings.tz, alerts)
 
 
 def render(
@@ -122,7 +143,7 @@ def register(app: Dash, settings: Settings) -> None:
     tz = settings.tz
 
     def page(**_query: str) -> html.Div:
-        return layout(settings.dashboard_refresh_ms, tz)
+        return layout(settings.dashboard_refresh_ms, tz, fetch(settings))
 
     dash.register_page(
         __name__,
@@ -134,9 +155,7 @@ def register(app: Dash, settings: Settings) -> None:
         roles=auth.STAFF,
     )
 
-    @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"))
+    # the page comes with its first numbers: the first refresh is one interval later
+    @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"), prevent_initial_call=True)
     def refresh_live(_n_intervals: int | None) -> tuple[Any, ...]:
-        api = auth.client(settings)
-        found = api.live()
-        alerts = api.latest_alerts(10).value if found.value else None
-        return render(data.LiveResult(found.value, found.error), tz, alerts)
+        return fetch(settings)
