@@ -206,13 +206,13 @@ def check_outcome(result: Reading | Rejected) -> None:
     assert result.quality is None or (len(result.quality) <= 32 and result.quality.isprintable())
 
 
-@settings(max_examples=2500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(text_rows())
 def test_parser_reads_or_rejects_any_text_row(row: dict[str, str]) -> None:
     check_outcome(parse_delivery(stream_delivery("k", "1-0", 1, stream_entry(row))))
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(stream_fields_bytes())
 def test_parser_reads_or_rejects_any_stream_entry(fields: dict[bytes, bytes]) -> None:
     result = parse_delivery(stream_delivery("k", "1-0", 1, fields))
