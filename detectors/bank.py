@@ -16,6 +16,7 @@ from typing import Any
 
 from detectors.base import Detector, Finding, Interval, MeterContext
 from detectors.burst import Burst
+from detectors.config import thresholds_for
 from detectors.inactive import InactiveUsage
 from detectors.leak import QuietHourLeak
 from detectors.profile import MeterProfile
@@ -30,13 +31,15 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
     "burst": ("leak", "spike", "usage_anomaly"),
     "stopped_meter": ("leak", "usage_anomaly"),
     "stuck_reading": ("leak", "usage_anomaly", "stopped_meter"),
-    "leak": ("usage_anomaly",),
+    # a leak through a closed weekend repeats its rate: an open leak explains the repeats
+    "leak": ("usage_anomaly", "stuck_reading"),
     "spike": ("usage_anomaly",),
     "inactive_usage": ("leak", "spike", "burst", "usage_anomaly", "stuck_reading"),
 }
 # a detector still gathering evidence for these kinds holds back the kinds they explain
 SUSPICION_EXPLAINS: dict[str, tuple[str, ...]] = {
-    "leak": ("usage_anomaly",),
+    # a leak through a closed weekend repeats its rate: an open leak explains the repeats
+    "leak": ("usage_anomaly", "stuck_reading"),
     "stuck_reading": ("leak", "usage_anomaly"),
     "burst": ("spike", "usage_anomaly", "leak"),
 }
@@ -118,9 +121,9 @@ class DetectorBank:
             profile.observe_peak(interval)
             if interval.value >= 0:
                 profile.learn(interval, context, hold_running="leak" in suspected)
-        elif "spike" not in suspected and "spike" not in found:
-            # heavy flow kept out of the means (a possible burst) still shows what this hour
-            # can pass; an impossible interval does not
+        elif outlier and interval.rate <= thresholds_for(context.customer_class).max_rate:
+            # heavy flow kept out of the means (a possible burst: a sprinkler's first run)
+            # still shows what this hour can pass; a physically impossible interval does not
             profile.note_heavy(interval, context)
         return found
 

@@ -30,7 +30,11 @@ from detectors.profile import MeterProfile, slot_of
 MIN_BURST_S = 2 * 3600
 MIN_INTERVALS = 2
 HOLD_SHARE = 0.5  # a started burst holds while flow stays above this share of its bar
-SLOT_SPREADS = 10.0
+SLOT_SPREADS = 8.0
+# At an hour with heavy flow of its own the hour-of-week bar needs fewer spreads: the spread
+# there already includes the heavy runs.
+HEAVY_HOUR_SPREADS = 6.0
+SPREAD_FLOOR = 0.25
 # The hour-of-week bar is for hours that never see heavy flow. Where the meter has recently
 # had heavy flow at this hour of the day (on any day of the week, even in runs kept out of the
 # profile) it is measured against that flow instead: a sprinkler that runs on a new day of the
@@ -49,12 +53,16 @@ def burst_bar(interval: Interval, context: MeterContext, profile: MeterProfile) 
     limits = thresholds_for(context.customer_class)
     slot = slot_of(interval.ts - interval.seconds, context.utc_offset_s)
     habitual = profile.habitual_flow(slot % 24)
-    if habitual > 0 and habitual >= HABITUAL_OF_PEAK * profile.peak:
-        bar = limits.burst_peak_factor * max(profile.peak, habitual)
-    else:
-        bar = limits.burst_peak_factor * profile.peak
-        if profile.observations(slot) >= MIN_SLOT_OBSERVATIONS:
-            bar = min(bar, profile.mean_at(slot) + SLOT_SPREADS * profile.std_at(slot))
+    heavy_hour = habitual > 0 and habitual >= HABITUAL_OF_PEAK * profile.peak
+    bar = limits.burst_peak_factor * (max(profile.peak, habitual) if heavy_hour else profile.peak)
+    if profile.observations(slot) >= MIN_SLOT_OBSERVATIONS:
+        mean = profile.mean_at(slot)
+        # an EW spread can be tiny on a smooth meter: never less than a share of the mean
+        spread = max(profile.std_at(slot), SPREAD_FLOOR * mean)
+        spreads = HEAVY_HOUR_SPREADS if heavy_hour else SLOT_SPREADS
+        # below the peak bar, but never below the meter's own peak: a burst is flow beyond
+        # anything this meter normally passes
+        bar = min(bar, max(mean + spreads * spread, profile.peak))
     return max(limits.burst_min_rate, bar)
 
 
@@ -70,6 +78,7 @@ class Burst(Detector):
         self._highest = 0.0
         self._threshold = 0.0
         self._intervals = 0
+        self._lowest = 0.0
 
     def update(
         self, interval: Interval, context: MeterContext, profile: MeterProfile
@@ -86,6 +95,7 @@ class Burst(Detector):
                 self._intervals = 0
             self._volume += interval.value
             self._highest = max(self._highest, rate)
+            self._lowest = min(self._lowest, rate) if self._intervals else rate
             self._intervals += 1
         else:
             self._since = None
@@ -111,6 +121,7 @@ class Burst(Detector):
                 ),
                 details={
                     "highest_rate": round(self._highest, 1),
+                    "lowest_rate": round(self._lowest, 1),
                     "volume": round(self._volume, 1),
                     "usual_peak": round(profile.peak, 1),
                     "hours": round(hours, 2),
@@ -119,8 +130,22 @@ class Burst(Detector):
         ]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._since, self._volume, self._highest, self._threshold, self._intervals)
+        return (
+            self._since,
+            self._volume,
+            self._highest,
+            self._threshold,
+            self._intervals,
+            self._lowest,
+        )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._since, self._volume, self._highest, self._threshold, self._intervals = state
+        (
+            self._since,
+            self._volume,
+            self._highest,
+            self._threshold,
+            self._intervals,
+            self._lowest,
+        ) = state
         self.suspicious = self._since is not None

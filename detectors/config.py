@@ -60,7 +60,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
     "residential": ClassThresholds(
         leak_evidence=7.0,
         quiet_share=0.2,
-        burst_min_rate=140.0,
+        burst_min_rate=100.0,
         burst_peak_factor=2.0,
         spike_factor=12.0,
         max_rate=1_200.0,
@@ -72,7 +72,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
     "multifamily": ClassThresholds(
         leak_evidence=9.0,
         quiet_share=0.2,
-        burst_min_rate=300.0,
+        burst_min_rate=150.0,
         burst_peak_factor=2.0,
         spike_factor=12.0,
         max_rate=4_800.0,
@@ -84,7 +84,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
     "commercial": ClassThresholds(
         leak_evidence=11.0,
         quiet_share=0.2,
-        burst_min_rate=300.0,
+        burst_min_rate=150.0,
         burst_peak_factor=2.0,
         spike_factor=12.0,
         max_rate=9_600.0,
