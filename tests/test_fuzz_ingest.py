@@ -26,7 +26,7 @@ from conftest import SERVERS
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipeline_fixtures import StreamFlow
+from pipeline_fixtures import StreamFlow, run_file
 
 from api.main import create_app
 from meterwatch.settings import Settings
@@ -381,3 +381,27 @@ def test_hostile_payloads_through_the_stream_and_the_api_are_stored_or_rejected(
     # what the API called invalid is what the dataflow rejected of its rows
     assert len(rejected) - len(direct) == api_invalid
     assert min(counts["stored"], counts["rejected"], counts["unmatched"], counts["duplicates"]) > 0
+
+
+def test_a_reads_file_with_an_unreadable_row_rejects_it_and_goes_on(
+    access_url: tuple[str, dict[str, int]], tmp_path: Path
+) -> None:
+    url, _ = access_url
+    path = tmp_path / "reads.csv"
+    path.write_text(
+        "meter_id,ts,value\n"
+        "M1,2025-05-01T01:00:00Z,1\n"
+        f"M1,2025-05-01T02:00:00Z,{'9' * 200_000}\n"  # past the csv module's field limit
+        "M1,2025-05-01T03:00:00Z,9999-12-31T23:59:59-23:59\n"
+        "M1,9999-12-31T23:59:59-23:59,1\n"
+        "M1,2025-05-01T04:00:00Z,3\n"
+    )
+    before = table_counts(url)
+    run_file(url, path)
+    assert table_counts(url) - before == Counter(stored=2, rejected=3)
+    with psycopg.connect(url) as conn:
+        reasons = [
+            r[0] for r in conn.execute("SELECT reason FROM rejected_reads ORDER BY delivery")
+        ]
+    assert any("not readable CSV" in r for r in reasons)
+    assert any("is out of range" in r for r in reasons)
