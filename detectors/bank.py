@@ -17,6 +17,7 @@ from typing import Any
 from detectors.base import Detector, Finding, Interval, MeterContext
 from detectors.burst import Burst
 from detectors.config import thresholds_for
+from detectors.feedback import Allowance
 from detectors.inactive import InactiveUsage
 from detectors.leak import QuietHourLeak
 from detectors.profile import MeterProfile
@@ -62,6 +63,11 @@ PROTECTED_BY = (
 OUTLIER_KINDS = ("burst", "spike")
 
 
+# The tests that judge flow against what the meter normally passes see it with the expected
+# use taken off; the others (reverse flow, spikes, stopped and stuck meters) see raw values.
+ALLOWANCE_APPLIES = (QuietHourLeak, Burst, UsageAnomaly)
+
+
 def default_detectors() -> list[Detector]:
     return [
         QuietHourLeak(),
@@ -78,7 +84,7 @@ def default_detectors() -> list[Detector]:
 class DetectorBank:
     """One meter's profile and detectors. `update` returns the findings that hold, by kind."""
 
-    __slots__ = ("detectors", "profile")
+    __slots__ = ("detectors", "expected", "profile")
 
     def __init__(
         self,
@@ -87,6 +93,21 @@ class DetectorBank:
     ) -> None:
         self.detectors = detectors if detectors is not None else default_detectors()
         self.profile = profile or MeterProfile()
+        # flow the customer or staff said is expected, by local hour (detectors/feedback.py)
+        self.expected: Allowance | None = None
+
+    def expect(self, allowance: Allowance | None) -> None:
+        """Allow this expected use from now on (None: nothing beyond the profile)."""
+        self.expected = allowance
+
+    def _allowed(self, interval: Interval, context: MeterContext) -> Interval:
+        """The interval with the expected use taken off (never below zero)."""
+        assert self.expected is not None
+        hour = ((interval.ts - interval.seconds + context.utc_offset_s) // 3600) % 24
+        allowed = self.expected[hour] * interval.seconds / 3600.0
+        if allowed <= 0 or interval.value <= 0:
+            return interval
+        return Interval(interval.ts, interval.seconds, max(0.0, interval.value - allowed))
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -96,11 +117,15 @@ class DetectorBank:
         self, interval: Interval, context: MeterContext, open_kinds: Collection[str] = ()
     ) -> dict[str, Finding]:
         profile = self.profile
+        raw = interval
+        if self.expected is not None:
+            interval = self._allowed(interval, context)
         found: dict[str, Finding] = {}
         suspected: set[str] = set()
         held_back: set[str] = set()
         for detector in self.detectors:
-            for finding in detector.update(interval, context, profile):
+            seen = interval if isinstance(detector, ALLOWANCE_APPLIES) else raw
+            for finding in detector.update(seen, context, profile):
                 found[finding.kind] = finding
             if detector.suspicious:
                 for kind in detector.kinds:
@@ -149,10 +174,11 @@ class DetectorBank:
         return (
             self.profile.__getstate__(),
             tuple((type(d), d.__getstate__()) for d in self.detectors),
+            self.expected,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        profile_state, detector_states = state
+        profile_state, detector_states, self.expected = state
         self.profile = MeterProfile.__new__(MeterProfile)
         self.profile.__setstate__(profile_state)
         detectors = []

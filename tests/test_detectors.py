@@ -186,3 +186,105 @@ def test_no_leak_on_round_the_clock_users_and_no_false_flow_at_rollovers(
     rolled = {r["meter_id"] for r in key["labels"]["rollovers"]}
     assert rolled <= register_meters
     assert not [f for f in flags if f.kind in ("spike", "reverse_flow") and f.meter_id in rolled]
+
+
+# --- feedback: expected use teaches the meter's detectors ---------------------------------------
+
+
+def leaks_found(intervals: list[Interval], bank: DetectorBank, ctx: MeterContext) -> list[int]:
+    """Indices of the intervals at which the bank reports a leak."""
+    return [i for i, iv in enumerate(intervals) if "leak" in bank.update(iv, ctx)]
+
+
+def with_cooler(intervals: list[Interval], from_day: int, rate: float) -> list[Interval]:
+    """The household's intervals with `rate` gal/h of continuous flow from `from_day` on."""
+    return [
+        Interval(iv.ts, iv.seconds, iv.value + (rate if i >= from_day * 24 else 0.0))
+        for i, iv in enumerate(intervals)
+    ]
+
+
+def test_a_dismissed_leak_teaches_the_bank_but_a_bigger_leak_still_alarms() -> None:
+    from detectors.feedback import from_dismissed_flag
+
+    ctx = MeterContext("residential")
+    base = [iv for iv in household(28, seed=11) if iv.value >= 0]
+    # an evaporative cooler runs 6 gal/h from day 8; from day 18 a 4 gal/h leak comes on top
+    flows = [
+        Interval(
+            iv.ts,
+            iv.seconds,
+            iv.value + (6.0 if i >= 8 * 24 else 0.0) + (4.0 if i >= 18 * 24 else 0.0),
+        )
+        for i, iv in enumerate(base)
+    ]
+    bank = DetectorBank()
+    leak_at: list[int] = []
+    for i, iv in enumerate(flows):
+        found = bank.update(iv, ctx)
+        if "leak" in found:
+            leak_at.append(i)
+            if bank.expected is None:  # staff dismiss the first flag as expected use
+                bank.expect(from_dismissed_flag("leak", found["leak"].details, None))
+    first = leak_at[0]
+    assert 8 * 24 <= first < 10 * 24, "the cooler looks like a leak until it is taught"
+    cleared = [i for i in leak_at if i < 18 * 24]
+    assert max(cleared) < first + 24, "after the dismissal the cooler no longer alarms"
+    assert any(i >= 18 * 24 for i in leak_at), "a leak beyond the cooler still alarms"
+    # the allowance survives a snapshot, as Bytewax takes them
+    assert pickle.loads(pickle.dumps(bank)).expected == bank.expected
+
+
+def test_dismissed_flags_and_declarations_reach_the_bank_from_the_database(
+    database_url: str,
+) -> None:
+    import psycopg
+
+    from stream.feedback import FeedbackCache, load_allowances
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO customers (customer_id, name) VALUES ('C1', 'Ada'), ('C2', 'Bo')")
+        conn.execute(
+            """INSERT INTO accounts (account_id, customer_id, status, customer_class, cycle_day)
+               VALUES ('A1', 'C1', 'active', 'residential', 1),
+                      ('A2', 'C2', 'active', 'residential', 1)"""
+        )
+        conn.execute("INSERT INTO service_points VALUES ('S1'), ('S2')")
+        conn.execute("INSERT INTO meters VALUES ('M1'), ('M2')")
+        conn.execute(
+            """INSERT INTO meter_assignments (meter_id, service_point_id, account_id, valid_from)
+               VALUES ('M1', 'S1', 'A1', '2025-01-01'), ('M2', 'S2', 'A2', '2025-01-01')"""
+        )
+        # staff dismissed M1's leak as expected use (an evaporative cooler)
+        conn.execute(
+            """INSERT INTO flags (meter_id, account_id, kind, started_at, detected_at, severity,
+                                  score, evidence, details, status, expected_use)
+               VALUES ('M1', 'A1', 'leak', '2026-01-09', '2026-01-09 06:00', 'medium', 0.7,
+                       'water kept running', '{"leak_rate": 5.5, "lowest_flow": 5.8}',
+                       'dismissed', true)"""
+        )
+        conn.commit()
+        cache = FeedbackCache(database_url, refresh_s=0.0)
+        assert set(cache.allowances()) == {"M1"}
+        # the customer of A2 declares irrigation for every meter of the account, mornings
+        conn.execute(
+            """INSERT INTO declared_usage (account_id, kind, description, rate_gph, schedule,
+                                           declared_by)
+               VALUES ('A2', 'irrigation', 'drip line', 300, '5-7 am', 'customer:A2')"""
+        )
+        conn.commit()
+        allowances = load_allowances(conn)
+    assert cache.allowance_for("M2") == allowances["M2"]  # reloaded: the feedback changed
+    assert [h for h in range(24) if allowances["M2"][h]] == [5, 6]
+    assert allowances["M1"][3] == pytest.approx(5.8 * 1.1, abs=0.01)
+
+    # the bank of a meter whose cooler was dismissed (from day 8) stays quiet about it
+    ctx = MeterContext("residential")
+    cooler = with_cooler([iv for iv in household(24, seed=11) if iv.value >= 0], 8, 5.8)
+    bank = DetectorBank()
+    for iv in cooler[: 8 * 24]:
+        bank.update(iv, ctx)
+    bank.expect(cache.allowance_for("M1"))
+    assert leaks_found(cooler[8 * 24 :], bank, ctx) == []
+    untaught = DetectorBank()
+    assert leaks_found(cooler, untaught, ctx), "without the feedback the cooler alarms"
