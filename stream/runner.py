@@ -77,17 +77,28 @@ def execute(
     `process_id` of a cluster whose processes listen on `addresses`."""
     epoch = timedelta(seconds=settings.snapshot_interval_s)
     _stop_on_signals()
-    if workers == 1 and process_id is None:
-        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
-        return
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=epoch,
-        recovery_config=recovery,
-    )
+    try:
+        if workers == 1 and process_id is None:
+            run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+            return
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=epoch,
+            recovery_config=recovery,
+        )
+    except Exception:
+        if recovery is not None:
+            # The one failure a restart cannot cure: state snapshotted by another version.
+            log.error(
+                "the dataflow stopped on an error. If it stopped while resuming right after an "
+                "upgrade, its recovery store (%s) holds state of the previous version: see "
+                "docs/recovery.md, Upgrades",
+                recovery.db_dir,
+            )
+        raise
 
 
 def _stop_on_signals() -> None:
