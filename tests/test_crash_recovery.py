@@ -5,7 +5,9 @@ flags (kinds, spans, detection times), alerts, usage totals, rejected, unmatched
 rows and pipeline counters — none missing, none doubled.
 
 Size: MW_CRASH_READS (about that many deliveries; default sized for CI on two cores),
-MW_CRASH_KILLS (SIGKILLs, at least five), MW_CRASH_SEED (where the kills fall).
+MW_CRASH_KILLS (SIGKILLs, at least five), MW_CRASH_SEED (where the kills fall), MW_CRASH_LIVE=1
+(a head-end publishing while the flows read, slower than they do, instead of a stream published
+beforehand).
 """
 
 from __future__ import annotations
