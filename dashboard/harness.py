@@ -18,9 +18,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -105,18 +107,22 @@ def chromium(width: int = 1280, height: int = 900, *, mobile: bool = False) -> w
     return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
 
 
+def wait_until(driver: webdriver.Chrome, condition: Any, timeout_s: float = 60) -> Any:
+    """WebDriverWait(...).until(condition), also riding out "aborted by navigation": a page
+    that redirects (to /login, after signing in) replaces the document under the check."""
+    return WebDriverWait(driver, timeout_s, ignored_exceptions=(WebDriverException,)).until(
+        condition
+    )
+
+
 def sign_in(driver: webdriver.Chrome, base_url: str, username: str, password: str) -> None:
     """Sign in through the login form and wait until the first page has loaded."""
     driver.get(f"{base_url}/logout")
-    WebDriverWait(driver, 60).until(
-        expected_conditions.presence_of_element_located((By.ID, "login-submit"))
-    )
+    wait_until(driver, expected_conditions.presence_of_element_located((By.ID, "login-submit")))
     driver.find_element(By.ID, "login-username").send_keys(username)
     driver.find_element(By.ID, "login-password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
-    WebDriverWait(driver, 60).until(
-        expected_conditions.presence_of_element_located((By.ID, "nav-user"))
-    )
+    wait_until(driver, expected_conditions.presence_of_element_located((By.ID, "nav-user")))
 
 
 def console_errors(driver: webdriver.Chrome) -> list[str]:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,7 +27,6 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.wait import WebDriverWait
 
 from dashboard import harness
 from dashboard.sample import SAMPLE_PASSWORD, seed_showcase
@@ -63,14 +63,17 @@ class Stack:
         self.driver.get(self.dashboard + path)
         self.wait_for(ready)
 
+    def until(self, condition: Any) -> Any:
+        return harness.wait_until(self.driver, condition, WAIT_S)
+
     def wait_for(self, selector: str) -> None:
-        WebDriverWait(self.driver, WAIT_S).until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, selector))
+        harness.wait_until(
+            self.driver, ec.presence_of_element_located((By.CSS_SELECTOR, selector)), WAIT_S
         )
 
     def wait_for_text(self, selector: str, text: str) -> None:
-        WebDriverWait(self.driver, WAIT_S).until(
-            ec.text_to_be_present_in_element((By.CSS_SELECTOR, selector), text)
+        harness.wait_until(
+            self.driver, ec.text_to_be_present_in_element((By.CSS_SELECTOR, selector), text), WAIT_S
         )
 
     def text(self, selector: str) -> str:
@@ -153,9 +156,7 @@ def _stored(stack: Stack) -> int:
 def test_live_numbers_move_while_reads_flow(browser: Stack, tmp_path: Path) -> None:
     browser.sign_in("operator")
     browser.open("/", "#live-usage .trace")
-    WebDriverWait(browser.driver, WAIT_S).until(
-        lambda _: browser.text("#live-stored").replace(",", "").isdigit()
-    )
+    browser.until(lambda _: browser.text("#live-stored").replace(",", "").isdigit())
     before = _stored(browser)
     with psycopg.connect(browser.database_url) as conn:
         newest = conn.execute("SELECT max(ts) FROM reads").fetchone()
@@ -166,10 +167,8 @@ def test_live_numbers_move_while_reads_flow(browser: Stack, tmp_path: Path) -> N
         path = _reads_file(tmp_path / f"reads-{batch}.csv", start, 60)
         execute(file_flow(path, settings), settings)
         expected = before + 120 * (batch + 1)
-        WebDriverWait(browser.driver, WAIT_S).until(lambda _, n=expected: _stored(browser) == n)
-    WebDriverWait(browser.driver, WAIT_S).until(
-        lambda _: browser.text("#live-reads-per-s") not in ("0.0 reads/s", "measuring…")
-    )
+        browser.until(lambda _, n=expected: _stored(browser) == n)
+    browser.until(lambda _: browser.text("#live-reads-per-s") not in ("0.0 reads/s", "measuring…"))
     assert browser.text("#live-reads-per-s").endswith(" reads/s")
     assert "Newest alerts" in browser.driver.page_source
     browser.wait_for_text("#live-alerts", "water has been running")
@@ -202,9 +201,7 @@ def test_a_flag_reviewed_in_the_browser_changes_in_the_database(browser: Stack) 
     assert flag == ("dismissed", "olga.operator", reason)
     assert audit == [("olga.operator", reason, "open", "dismissed")]
     # the queue shows open flags: the dismissed one has left it
-    WebDriverWait(browser.driver, WAIT_S).until(
-        ec.invisibility_of_element_located((By.ID, f"exc-row-{flag_id}"))
-    )
+    browser.until(ec.invisibility_of_element_located((By.ID, f"exc-row-{flag_id}")))
 
 
 def test_staff_add_a_contact_and_the_billing_clerk_closes_a_cycle(browser: Stack) -> None:
@@ -284,3 +281,59 @@ def test_a_customer_sees_their_own_usage_and_nothing_else(browser: Stack) -> Non
     for path in ("/account?account_id=A2", "/", "/exceptions", "/billing", "/queues"):
         browser.open(path, "#auth-refused")
         assert "This page is for utility staff" in browser.text("#auth-refused")
+
+
+def _choose(stack: Stack, dropdown: str, option: str) -> None:
+    """Pick `option` in a dcc.Dropdown the way a person does: open it, click the option."""
+    stack.driver.find_element(By.CSS_SELECTOR, dropdown).click()
+    stack.until(
+        lambda d: any(
+            o.text == option for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
+        )
+    )
+    for element in stack.driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option"):
+        if element.text == option:
+            element.click()
+            return
+
+
+def test_an_operator_works_the_queues(browser: Stack) -> None:
+    browser.sign_in("operator")
+    browser.open("/queues", "#queues-unmatched-table")
+    with psycopg.connect(browser.database_url) as conn:
+        row = conn.execute("SELECT min(rejected_id) FROM rejected_reads").fetchone()
+    assert row is not None
+    rejected_id = row[0]
+    _choose(browser, "#queues-rejected-id", str(rejected_id))
+    browser.driver.find_element(By.ID, "queues-rejected-reason").send_keys("resent by the vendor")
+    browser.driver.find_element(By.ID, "queues-rejected-resolve").click()
+    browser.wait_for_text("#queues-rejected-message", f"Rejected read {rejected_id} is dealt with.")
+
+    _choose(browser, "#queues-meter", "X7")
+    browser.until(  # the first queued read's time is suggested
+        lambda d: d.find_element(By.ID, "queues-valid-from").get_attribute("value")
+    )
+    for field, text in (
+        ("queues-service-point", "S9"),
+        ("queues-account", "A3"),
+        ("queues-reason", "new meter, CIS not updated yet"),
+    ):
+        browser.driver.find_element(By.ID, field).send_keys(text)  # fmt: skip
+    browser.driver.find_element(By.ID, "queues-assign").click()
+    browser.wait_for_text("#queues-unmatched-message", "X7 is assigned")
+    # no Redis in this stack: the reads stay queued, and the page says why
+    browser.wait_for_text("#queues-unmatched-message", "no Redis configured")
+    with psycopg.connect(browser.database_url) as conn:
+        resolved = conn.execute(
+            "SELECT resolved_by, resolution FROM rejected_reads WHERE rejected_id = %s",
+            (rejected_id,),
+        ).fetchone()
+        assigned = conn.execute(
+            "SELECT service_point_id, account_id FROM meter_assignments WHERE meter_id = 'X7'"
+        ).fetchall()
+        audit = conn.execute(
+            "SELECT actor FROM audit_log WHERE action IN ('resolve_rejected', 'assign_meter')"
+        ).fetchall()
+    assert resolved == ("olga.operator", "resent by the vendor")
+    assert assigned == [("S9", "A3")]
+    assert audit == [("olga.operator",), ("olga.operator",)]
