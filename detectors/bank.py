@@ -66,6 +66,8 @@ OUTLIER_KINDS = ("burst", "spike")
 # The tests that judge flow against what the meter normally passes see it with the expected
 # use taken off; the others (reverse flow, spikes, stopped and stuck meters) see raw values.
 ALLOWANCE_APPLIES = (QuietHourLeak, Burst, UsageAnomaly)
+# Flow of at least this share of the allowance shows the expected use running.
+RUNNING_SHARE = 0.8
 
 
 def default_detectors() -> list[Detector]:
@@ -84,7 +86,7 @@ def default_detectors() -> list[Detector]:
 class DetectorBank:
     """One meter's profile and detectors. `update` returns the findings that hold, by kind."""
 
-    __slots__ = ("detectors", "expected", "profile")
+    __slots__ = ("_expected_on", "detectors", "expected", "profile")
 
     def __init__(
         self,
@@ -95,17 +97,25 @@ class DetectorBank:
         self.profile = profile or MeterProfile()
         # flow the customer or staff said is expected, by local hour (detectors/feedback.py)
         self.expected: Allowance | None = None
+        self._expected_on = False  # whether the last interval showed the expected use running
 
     def expect(self, allowance: Allowance | None) -> None:
         """Allow this expected use from now on (None: nothing beyond the profile)."""
         self.expected = allowance
 
     def _allowed(self, interval: Interval, context: MeterContext) -> Interval:
-        """The interval with the expected use taken off (never below zero)."""
+        """The interval with the expected use taken off (never below zero), when the flow
+        shows it running: an hour of ordinary use below it (before the cooler is switched on
+        for the summer) is left as it is, or the profile would learn that the meter is still
+        whenever its use is small."""
         assert self.expected is not None
         hour = ((interval.ts - interval.seconds + context.utc_offset_s) // 3600) % 24
         allowed = self.expected[hour] * interval.seconds / 3600.0
-        if allowed <= 0 or interval.value <= 0:
+        running = allowed > 0 and interval.value >= RUNNING_SHARE * allowed
+        # the expected use runs for a while (a cooler, a sprinkler's cycle): one hour of
+        # ordinary use that happens to reach it is not it
+        was_running, self._expected_on = self._expected_on, running
+        if not (running and was_running):
             return interval
         return Interval(interval.ts, interval.seconds, max(0.0, interval.value - allowed))
 
@@ -124,7 +134,9 @@ class DetectorBank:
         suspected: set[str] = set()
         held_back: set[str] = set()
         for detector in self.detectors:
-            seen = interval if isinstance(detector, ALLOWANCE_APPLIES) else raw
+            seen = (
+                raw if raw is not interval and type(detector) not in ALLOWANCE_APPLIES else interval
+            )
             for finding in detector.update(seen, context, profile):
                 found[finding.kind] = finding
             if detector.suspicious:
@@ -175,10 +187,11 @@ class DetectorBank:
             self.profile.__getstate__(),
             tuple((type(d), d.__getstate__()) for d in self.detectors),
             self.expected,
+            self._expected_on,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        profile_state, detector_states, self.expected = state
+        profile_state, detector_states, self.expected, self._expected_on = state
         self.profile = MeterProfile.__new__(MeterProfile)
         self.profile.__setstate__(profile_state)
         detectors = []

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import psycopg
 
@@ -29,7 +28,7 @@ _VERSION = """
 """
 
 
-def _local_hours(started: datetime, ended: datetime | None, tz: ZoneInfo) -> set[int]:
+def _local_hours(started: datetime, ended: datetime | None, tz: tzinfo) -> set[int]:
     """The local hours of the day a flag spanned (every hour for a day or more)."""
     end = ended or started
     if (end - started).total_seconds() >= 86_400:
@@ -41,13 +40,17 @@ def _local_hours(started: datetime, ended: datetime | None, tz: ZoneInfo) -> set
     return hours
 
 
-def load_allowances(conn: psycopg.Connection, tz: ZoneInfo | None = None) -> dict[str, Allowance]:
+def load_allowances(conn: psycopg.Connection, tz: tzinfo | None = None) -> dict[str, Allowance]:
     """Meter id → the use its customer or staff said is expected."""
-    zone = tz or ZoneInfo("UTC")
+    zone = tz or UTC
     found: dict[str, list[Allowance]] = {}
     for meter_id, kind, details, started, ended in conn.execute(
-        """SELECT meter_id, kind, details, started_at, ended_at FROM flags
-            WHERE status = 'dismissed' AND expected_use"""
+        # only the current occupant's: a new account starts without its predecessor's habits
+        """SELECT f.meter_id, f.kind, f.details, f.started_at, f.ended_at
+             FROM flags f
+             JOIN meter_assignments m
+               ON m.meter_id = f.meter_id AND m.account_id = f.account_id AND m.valid_to IS NULL
+            WHERE f.status = 'dismissed' AND f.expected_use"""
     ):
         hours = _local_hours(started, ended, zone)
         found.setdefault(meter_id, []).append(from_dismissed_flag(kind, details or {}, hours))
@@ -72,7 +75,7 @@ def load_allowances(conn: psycopg.Connection, tz: ZoneInfo | None = None) -> dic
 class FeedbackCache:
     """The worker's allowances, reloaded when feedback changes (checked every `refresh_s`)."""
 
-    def __init__(self, database_url: str, refresh_s: float, tz: ZoneInfo | None = None) -> None:
+    def __init__(self, database_url: str, refresh_s: float, tz: tzinfo | None = None) -> None:
         self.database_url = database_url
         self.refresh_s = refresh_s
         self.tz = tz

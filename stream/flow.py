@@ -13,6 +13,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
+from stream.feedback import FeedbackCache
 from stream.matching import MatchedRead, Matcher, UnmatchedRead
 from stream.meter import meter_logic_builder
 from stream.reads import Delivery, Reading, Rejected, parse_delivery
@@ -59,6 +60,8 @@ def build_flow(
 
         after_store = alert_hooks(database_url, get_settings())
     matcher = Matcher(database_url, assignments_refresh_s)
+    # expected use (dismissed flags, declarations) teaches the meters' detectors
+    feedback = FeedbackCache(database_url, assignments_refresh_s, tz)
     flow = Dataflow(flow_id)
     deliveries = op.input("deliveries", flow, source)
     # Delivery: one row as it arrived
@@ -71,7 +74,9 @@ def build_flow(
     by_meter = op.key_on("by_meter", assigned.trues, meter_key)
     # (meter_id, MatchedRead)
     results = op.stateful_batch(
-        "meter", by_meter, meter_logic_builder(dedup_window_days * DAY_S, tz)
+        "meter",
+        by_meter,
+        meter_logic_builder(dedup_window_days * DAY_S, tz, feedback.allowance_for),
     )
     # (meter_id, StoredRead | DuplicateRead | FlagWrite)
     outputs = op.map("unkey", results, drop_key)

@@ -22,6 +22,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from detectors.bank import BankFactory, DetectorBank
 from detectors.base import Finding, Interval, MeterContext
+from detectors.feedback import Allowance
 from detectors.gap import GapTracker
 from detectors.lifecycle import FlagChange, FlagTracker
 from detectors.register import RegisterConverter
@@ -63,6 +64,8 @@ class FlagWrite:
 
 
 MeterOutput = StoredRead | DuplicateRead | FlagWrite
+# meter id -> the use its customer or staff said is expected (stream.feedback.FeedbackCache)
+ExpectedUse = Callable[[str], Allowance | None]
 
 
 @lru_cache(maxsize=8192)
@@ -296,16 +299,22 @@ class MeterState:
 
 
 class MeterLogic(StatefulBatchLogic[MatchedRead, MeterOutput, tuple[Any, ...]]):
-    """Bytewax's handle on one meter's state."""
+    """Bytewax's handle on one meter's state. `expected` looks up the use the meter's
+    customer or staff said is expected (stream/feedback.py), applied once per batch."""
 
-    def __init__(self, state: MeterState) -> None:
+    def __init__(self, state: MeterState, expected: ExpectedUse | None = None) -> None:
         self.state = state
+        self.expected = expected
 
     def on_batch(self, values: list[MatchedRead]) -> tuple[list[MeterOutput], bool]:
         # In arrival order, as `stream.offline` does: sorting each batch would make the result
         # depend on where batches happen to split, which differs with the number of workers.
         outputs: list[MeterOutput] = []
         state = self.state
+        if self.expected is not None and values:
+            allowance = self.expected(values[0].reading.meter_id)
+            if allowance != state.bank.expected:
+                state.bank.expect(allowance)
         for matched in values:
             outputs.extend(state.process(matched))
         return outputs, StatefulBatchLogic.RETAIN
@@ -315,13 +324,13 @@ class MeterLogic(StatefulBatchLogic[MatchedRead, MeterOutput, tuple[Any, ...]]):
 
 
 def meter_logic_builder(
-    dedup_window_s: int, tz: tzinfo = UTC
+    dedup_window_s: int, tz: tzinfo = UTC, expected: ExpectedUse | None = None
 ) -> Callable[[tuple[Any, ...] | None], MeterLogic]:
     """The `stateful_batch` builder: a fresh meter, or one restored from a snapshot."""
 
     def build(resume: tuple[Any, ...] | None) -> MeterLogic:
         if resume is None:
-            return MeterLogic(MeterState(dedup_window_s, tz=tz))
-        return MeterLogic(MeterState.restore(resume, tz=tz))
+            return MeterLogic(MeterState(dedup_window_s, tz=tz), expected)
+        return MeterLogic(MeterState.restore(resume, tz=tz), expected)
 
     return build

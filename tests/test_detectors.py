@@ -288,3 +288,46 @@ def test_dismissed_flags_and_declarations_reach_the_bank_from_the_database(
     assert leaks_found(cooler[8 * 24 :], bank, ctx) == []
     untaught = DetectorBank()
     assert leaks_found(cooler, untaught, ctx), "without the feedback the cooler alarms"
+
+
+def test_the_dataflow_feeds_declared_use_to_the_meter_detectors(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two meters with the same evaporative cooler (6 gal/h from day 8): the one whose
+    customer declared it raises no leak flag through the dataflow; the other does."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from pipeline_fixtures import run_file
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO customers (customer_id, name) VALUES ('C1', 'Ada'), ('C2', 'Bo')")
+        conn.execute(
+            """INSERT INTO accounts (account_id, customer_id, status, customer_class, cycle_day)
+               VALUES ('A1', 'C1', 'active', 'residential', 1),
+                      ('A2', 'C2', 'active', 'residential', 1)"""
+        )
+        conn.execute("INSERT INTO service_points VALUES ('S1'), ('S2')")
+        conn.execute("INSERT INTO meters VALUES ('M1'), ('M2')")
+        conn.execute(
+            """INSERT INTO meter_assignments (meter_id, service_point_id, account_id, valid_from)
+               VALUES ('M1', 'S1', 'A1', '2025-12-01'), ('M2', 'S2', 'A2', '2025-12-01')"""
+        )
+        conn.execute(
+            """INSERT INTO declared_usage (account_id, meter_id, kind, description, rate_gph,
+                                           declared_by)
+               VALUES ('A2', 'M2', 'cooling', 'evaporative cooler', 6.5, 'customer:A2')"""
+        )
+    cooler = with_cooler([iv for iv in household(16, seed=11) if iv.value >= 0], 8, 6.0)
+    reads = tmp_path / "reads.csv"
+    with reads.open("w") as handle:
+        handle.write("meter_id,ts,value\n")
+        for iv in cooler:
+            ts = datetime.fromtimestamp(iv.ts, UTC).isoformat()
+            handle.write(f"M1,{ts},{iv.value}\nM2,{ts},{iv.value}\n")
+    run_file(database_url, reads)
+    with psycopg.connect(database_url) as conn:
+        leaks = conn.execute(
+            "SELECT meter_id, count(*) FROM flags WHERE kind = 'leak' GROUP BY meter_id"
+        ).fetchall()
+    assert dict(leaks) == {"M1": 1}
