@@ -395,7 +395,7 @@ def bench_throughput(
     ] = None,
 ) -> None:
     """End-to-end reads/s (file → parse → match → detectors → TimescaleDB) next to raw COPY."""
-    console = Console()
+    console = Console(width=150)  # the table is wide; logs are not terminals
     server = admin_url(admin)
     results = []
     with tempfile.TemporaryDirectory(prefix="mwbench-throughput-") as tmp:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any
 
 import psycopg
 
-from stream.reads import Reading
+from stream.reads import Delivery, Reading
 
 log = logging.getLogger(__name__)
 FOREVER = math.inf
@@ -42,8 +44,53 @@ class Assignment:
 
 @dataclass(slots=True)
 class MatchedRead:
+    """A read and the assignment that covers it.
+
+    Between dataflow processes (the exchange by meter) it pickles as three flat tuples of
+    plain values, which takes about half the time of pickling the nested dataclasses:
+
+    >>> import pickle
+    >>> from stream.reads import Delivery, parse_delivery
+    >>> reading = parse_delivery(Delivery("f:2", 2, {"meter_id": "M1", "value": "2.5",
+    ...                                              "ts": "2026-03-01T14:15:00-05:00"}))
+    >>> matched = MatchedRead(reading, Assignment(0.0, FOREVER, "A1", "SP1", "residential", True))
+    >>> pickle.loads(pickle.dumps(matched)) == matched
+    True
+    """
+
     reading: Reading
     assignment: Assignment
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reading = self.reading
+        return (
+            _rebuild_matched,
+            (
+                _READING_VALUES(reading),
+                _DELIVERY_VALUES(reading.delivery),
+                _ASSIGNMENT_VALUES(self.assignment),
+            ),
+        )
+
+
+def _values_of(cls: type, leave_out: str = "") -> attrgetter[Any]:
+    """Gets every field `__init__` takes, in order: a field added to the class travels too."""
+    assert all(f.init for f in fields(cls)), f"{cls.__name__} has a field __init__ does not take"
+    return attrgetter(*(f.name for f in fields(cls) if f.name != leave_out))
+
+
+_READING_VALUES = _values_of(Reading, leave_out="delivery")  # the delivery travels on its own
+_DELIVERY_VALUES = _values_of(Delivery)
+_ASSIGNMENT_VALUES = _values_of(Assignment)
+_DELIVERY_AT = [f.name for f in fields(Reading)].index("delivery")
+
+
+def _rebuild_matched(
+    reading: tuple[Any, ...], delivery: tuple[Any, ...], assignment: tuple[Any, ...]
+) -> MatchedRead:
+    values = list(reading)
+    values.insert(_DELIVERY_AT, Delivery(*delivery))
+    return MatchedRead(Reading(*values), Assignment(*assignment))
 
 
 @dataclass(slots=True)

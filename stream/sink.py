@@ -136,7 +136,8 @@ SinkItem = StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
 
 @dataclass(slots=True)
 class StoredFlag:
-    """A flag write the database took: its id, and whether it created the flag."""
+    """A flag write the database took: its id, and whether it created the flag (then `write`
+    is the batch's earliest write of it, the flag as it was opened)."""
 
     write: FlagWrite
     flag_id: int
@@ -167,6 +168,10 @@ class Batch:
         self.reads: list[StoredRead] = []
         self.duplicates: list[DuplicateRead] = []
         self.flags: dict[tuple[str, str, int], FlagWrite] = {}
+        # The earliest write of each flag in the batch: a flag this batch creates is handed to
+        # the hooks as it was opened, whatever later writes the same batch happens to hold, so
+        # that an alert reads the same however the reads were batched (and with any workers).
+        self.first_flags: dict[tuple[str, str, int], FlagWrite] = {}
         self.unmatched: list[UnmatchedRead] = []
         self.rejected: list[Rejected] = []
         self.progress: dict[str, _Progress] = {}
@@ -179,6 +184,9 @@ class Batch:
                 known = self.flags.get(key)
                 if known is None or known.change.revision < item.change.revision:
                     self.flags[key] = item
+                first = self.first_flags.get(key)
+                if first is None or item.change.revision < first.change.revision:
+                    self.first_flags[key] = item
             elif isinstance(item, DuplicateRead):
                 self.duplicates.append(item)
                 self._advance(item.delivery, item.ts)
@@ -275,7 +283,7 @@ class DatabaseWriter:
         with conn.transaction():
             stored = self._store_reads(conn, batch.reads)
             self._store_unmatched(conn, batch.unmatched)
-            flags = self._store_flags(conn, list(batch.flags.values()))
+            flags = self._store_flags(conn, list(batch.flags.values()), batch.first_flags)
             with conn.cursor() as cur:
                 if batch.rejected:
                     cur.executemany(
@@ -337,7 +345,12 @@ class DatabaseWriter:
                     cur.executemany(_INSERT_DUPLICATE, duplicates)
         return stored
 
-    def _store_flags(self, conn: psycopg.Connection, writes: list[FlagWrite]) -> list[StoredFlag]:
+    def _store_flags(
+        self,
+        conn: psycopg.Connection,
+        writes: list[FlagWrite],
+        first: dict[tuple[str, str, int], FlagWrite] | None = None,
+    ) -> list[StoredFlag]:
         if not writes:
             return []
         applied: list[StoredFlag] = []
@@ -346,6 +359,9 @@ class DatabaseWriter:
             for write in writes:
                 row = cur.fetchone()
                 if row is not None:
+                    if row[1] and first:  # created now: as opened (see Batch.first_flags)
+                        key = (write.meter_id, write.change.kind, write.change.started_at)
+                        write = first.get(key, write)
                     applied.append(StoredFlag(write, row[0], row[1]))
                 cur.nextset()
         return applied
