@@ -621,3 +621,9 @@ def test_live_page_comes_with_its_first_numbers() -> None:
     assert found["live-banner"].hidden is True
     empty = live_page.layout(500, UTC_)
     assert "—" in str(empty)
+
+
+def test_portal_hours_are_a_chosen_week() -> None:
+    assert portal.hour_window("hour", "2026-03-07") == (date(2026, 3, 1), date(2026, 3, 8))
+    assert portal.hour_window("hour", "2026-03-07T00:00:00") == (date(2026, 3, 1), date(2026, 3, 8))
+    assert portal.hour_window("day", "2026-03-07") == (None, None)

@@ -257,6 +257,12 @@ def test_a_customer_sees_their_own_usage_and_nothing_else(browser: Stack) -> Non
     )
     assert bars and bars[0] >= 700, "two years of daily use"
     assert "Possible leak on meter M1" in browser.text("#portal-leaks")
+    browser.driver.find_element(By.CSS_SELECTOR, "#portal-resolution input[value='hour']").click()
+    browser.wait_for_text("#portal-usage .gtitle", "Use per hour (gal)")
+    hours = browser.driver.execute_script(
+        "return document.querySelector('#portal-usage .js-plotly-plot').data[0].x.length"
+    )
+    assert 7 * 24 - 1 <= hours <= 7 * 24 + 1, "the last 7 days by hour (a DST change: ±1)"
     nav = [a.text for a in browser.driver.find_elements(By.CSS_SELECTOR, ".mw-nav a")]
     assert nav == ["My usage"]
 

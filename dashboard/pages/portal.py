@@ -9,7 +9,7 @@ any other account number is "not found", as the API answers. Component ids start
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -22,10 +22,19 @@ from dashboard import auth, figures
 from meterwatch.settings import Settings
 
 RESOLUTIONS = {
-    "hour": "By hour (last 7 days)",
+    "hour": "By hour (7 days)",
     "day": "By day (24 months)",
     "month": "By month (24 months)",
 }
+
+
+def hour_window(resolution: str, week_end: str | None) -> tuple[date | None, date | None]:
+    """By hour: the 7 local days up to and including `week_end` (ISO date); otherwise the API's
+    default window (None, None: the last 24 months)."""
+    if resolution != "hour" or not week_end:
+        return None, None
+    end = date.fromisoformat(week_end[:10]) + timedelta(days=1)
+    return end - timedelta(days=7), end
 
 
 class FormProblem(ValueError):
@@ -323,6 +332,7 @@ def layout(settings: Settings, account: str | None) -> html.Div:
     leaks, alerts = api.my_leaks(account_id), api.my_alerts(account_id)
     current = api.alert_settings(account_id)
     currency = bill.value.preview.bill.currency if bill.value.preview.bill else settings.currency
+    today = datetime.now(settings.tz).date()
     return html.Div(
         className="mw-page mw-portal",
         children=[
@@ -337,9 +347,21 @@ def layout(settings: Settings, account: str | None) -> html.Div:
                 className="mw-radio",
                 inline=True,
             ),
-            dcc.Loading(
-                dcc.Graph(id="portal-usage", config={"displaylogo": False, "responsive": True})
+            html.Label(
+                [
+                    "Hours shown: the 7 days up to ",
+                    dcc.DatePickerSingle(
+                        id="portal-week-end",
+                        date=today.isoformat(),
+                        min_date_allowed=(today - timedelta(days=730)).isoformat(),
+                        max_date_allowed=today.isoformat(),
+                        display_format="YYYY-MM-DD",
+                    ),
+                ],
+                id="portal-week",
+                className="mw-field-inline",
             ),
+            dcc.Graph(id="portal-usage", config={"displaylogo": False, "responsive": True}),
             html.H2("Leaks"),
             leaks_panel(leaks.value or [], settings),
             html.H2("Alerts we sent you"),
@@ -380,22 +402,26 @@ def register(app: Dash, settings: Settings) -> None:
 
     @app.callback(
         Output("portal-usage", "figure"),
+        Output("portal-week", "hidden"),
         Input("portal-resolution", "value"),
+        Input("portal-week-end", "date"),
         State("portal-store", "data"),
     )
-    def usage(resolution: str, store: dict[str, Any]) -> Any:
-        found = auth.client(settings).my_usage(store["account_id"], resolution)
+    def usage(resolution: str, week_end: str | None, store: dict[str, Any]) -> Any:
+        start, end = hour_window(resolution, week_end)
+        found = auth.client(settings).my_usage(store["account_id"], resolution, start, end)
         leaks = [
             figures.Span("possible leak", datetime.fromisoformat(leak["started_at"]), None)
             for leak in store["leaks"]
         ]
         alerts = figures.alert_marks([AlertPublic.model_validate(a) for a in store["alerts"]])
-        return figures.history_figure(
+        figure = figures.history_figure(
             found.value,
             compare=resolution != "hour",
             marks=[*leaks, *alerts],
             empty_text=found.error or "No reads in this window yet",
         )
+        return figure, resolution != "hour"
 
     @app.callback(
         Output("portal-save-message", "children"),
