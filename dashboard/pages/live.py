@@ -19,6 +19,8 @@ from api.schemas import AlertSummaryPublic
 from dashboard import auth, data, figures
 from meterwatch.settings import Settings
 
+# Hours of usage the page is first rendered with (the chart follows with 24).
+FIRST_HOURS = 1
 CARDS = (
     ("live-reads-per-s", "Throughput", "reads the pipeline committed per second, last minute"),
     ("live-lag", "Lag behind the head-end", "wall clock minus the newest read committed"),
@@ -83,24 +85,34 @@ def layout(refresh_ms: int, tz: tzinfo, first: tuple[Any, ...] | None = None) ->
     )
 
 
-def fetch(settings: Settings) -> tuple[Any, ...]:
-    """One refresh's outputs, fetched as the signed-in user."""
+def fetch(settings: Settings, *, chart: bool = True) -> tuple[Any, ...]:
+    """One refresh's outputs, fetched as the signed-in user; without the `chart`, only the
+    last hour of usage is asked for (cheap: the numbers of a first render)."""
     api = auth.client(settings)
-    found = api.live()
+    found = api.live(hours=24 if chart else FIRST_HOURS)
     alerts = api.latest_alerts(10).value if found.value else None
-    return render(data.LiveResult(found.value, found.error), settings.tz, alerts)
+    return render(data.LiveResult(found.value, found.error), settings.tz, alerts, chart=chart)
 
 
 def render(
-    result: data.LiveResult, tz: tzinfo, alerts: list[AlertSummaryPublic] | None = None
+    result: data.LiveResult,
+    tz: tzinfo,
+    alerts: list[AlertSummaryPublic] | None = None,
+    *,
+    chart: bool = True,
 ) -> tuple[Any, ...]:
-    """The callback's outputs for one fetch, in `OUTPUTS` order."""
+    """The callback's outputs for one fetch, in `OUTPUTS` order (without the `chart`: an empty
+    one that says it is on its way)."""
     numbers = figures.live_numbers(result.live, tz)
     live = result.live
     figure: go.Figure = figures.usage_figure(
-        live.usage if live else None,
+        live.usage if live and chart else None,
         tz,
-        empty_text="No reads yet" if live else "No data: the API did not answer",
+        empty_text="No data: the API did not answer"
+        if not live
+        else "No reads yet"
+        if chart
+        else "Loading the last 24 hours…",
     )
     return (
         result.error or "",
@@ -143,7 +155,7 @@ def register(app: Dash, settings: Settings) -> None:
     tz = settings.tz
 
     def page(**_query: str) -> html.Div:
-        return layout(settings.dashboard_refresh_ms, tz, fetch(settings))
+        return layout(settings.dashboard_refresh_ms, tz, fetch(settings, chart=False))
 
     dash.register_page(
         __name__,
@@ -155,7 +167,9 @@ def register(app: Dash, settings: Settings) -> None:
         roles=auth.STAFF,
     )
 
-    # the page comes with its first numbers: the first refresh is one interval later
-    @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"), prevent_initial_call=True)
+    # The page comes with its numbers (and the last hour only: the 24-hour usage is the
+    # expensive part of /v1/live), so they show at once; this first refresh, right after the
+    # page is in, brings the chart, and then every interval.
+    @app.callback(*OUTPUTS, Input("live-interval", "n_intervals"))
     def refresh_live(_n_intervals: int | None) -> tuple[Any, ...]:
         return fetch(settings)
