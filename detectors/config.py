@@ -21,8 +21,10 @@ Defaults, and where they come from:
   says it would normally have passed at least `stopped_min_volume` in that time (the usual
   VEE "zero consumption on an active account" check; 2 days residential, 4 days commercial
   so that a closed weekend is not a stopped meter).
-- Usage anomaly. A one-sided CUSUM of use standardised against this meter's profile for those
-  hours of the week (working day / weekend) reaching `anomaly_z` standard-deviation hours.
+- Usage anomaly. A day's use standardised against this meter's profile for those hours of the
+  week (working day / weekend) reaching `anomaly_z` (a z-score of the day: a doubled day of a
+  typical household scores about 5-9), or two days in a row reaching 4.
+- Burst floors: 100 gal/h for a home (the rate above), 150 gal/h where the meter is larger.
 """
 
 from __future__ import annotations

@@ -98,6 +98,10 @@ class UsageAnomaly(Detector):
         quiet = profile.on_share(slot % 24) <= limits.quiet_share
         # A burst-sized interval is the burst or spike detector's; it would swamp the day.
         outlier = interval.rate >= max(limits.burst_min_rate, OUTLIER_PEAKS * profile.peak)
+        if profile.observations(slot) < MIN_OBSERVATIONS:
+            # a young profile has seen few weekends: judge by the same hour of the other
+            # type of day until this one is known
+            slot = slot + 24 if slot < 24 else slot - 24
         if not quiet and not outlier and profile.observations(slot) >= MIN_OBSERVATIONS:
             hours = interval.seconds / 3600.0
             if self._first is None:
