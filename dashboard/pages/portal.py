@@ -360,6 +360,7 @@ def layout(settings: Settings, account: str | None) -> html.Div:
                 ],
                 id="portal-week",
                 className="mw-field-inline",
+                hidden=True,  # only by hour
             ),
             dcc.Graph(id="portal-usage", config={"displaylogo": False, "responsive": True}),
             html.H2("Leaks"),
