@@ -13,7 +13,7 @@ from datetime import tzinfo
 from pathlib import Path
 
 from detectors.bank import DetectorBank
-from detectors.base import Interval, MeterContext
+from detectors.base import Finding, Interval, MeterContext
 from detectors.profile import MeterProfile
 from meterwatch.cis import read_cis
 from stream.matching import FOREVER, Assignment, AssignmentIndex, MatchedRead
@@ -191,22 +191,27 @@ def score_series(
     *,
     customer_class: str = "residential",
     utc_offset_s: int = 0,
+    register: bool = False,
     bank_factory: Callable[[], DetectorBank] = DetectorBank,
 ) -> list[ScoredRow]:
     """Score one meter's series (epoch seconds, consumption per interval), in any order.
 
     Hours of the day are local hours at `utc_offset_s`. Rows are fed to the meter's
     detectors in time order; a repeated timestamp is scored like
-    the first row with it and not learned twice. Returns one `ScoredRow` per input row, in
-    input order.
+    the first row with it and not learned twice. With `register`, values are cumulative
+    registers, turned into consumption as the dataflow does (a wrap is a `rollover`, the
+    first row scores 0). Returns one `ScoredRow` per input row, in input order.
     """
     from detectors.lifecycle import FlagTracker
+    from detectors.register import RegisterConverter
 
     order = sorted(range(len(times)), key=times.__getitem__)
     grid = _grid([times[i] for i in order])
     bank = bank_factory()
     tracker = FlagTracker()
-    context = MeterContext(customer_class, utc_offset_s=utc_offset_s)
+    context = MeterContext(customer_class, utc_offset_s=utc_offset_s, register=register)
+    converter = RegisterConverter() if register else None
+    kinds = (*bank.kinds, "rollover") if register else bank.kinds
     scores = [0.0] * len(times)
     # (start, end, kind) of every flag, to mark the rows each covers
     spans: list[tuple[int, int | None, str]] = []
@@ -217,13 +222,25 @@ def score_series(
         if ts == previous:
             scores[i] = last_score
             continue
+        value: float | None = values[i]
+        rollover = None
+        if converter is not None:
+            seconds = ts - previous if previous is not None else grid
+            value, rollover = converter.convert(ts, values[i])
+        else:
+            seconds = grid
         previous = ts
-        interval = Interval(ts, grid, values[i])
-        background = background_score(interval, context, bank.profile)
-        found = bank.update(interval, context, tracker.open_kinds)
+        found: dict[str, Finding] = {}
+        background = 0.0
+        if value is not None:
+            interval = Interval(ts, seconds, value)
+            background = background_score(interval, context, bank.profile)
+            found = bank.update(interval, context, tracker.open_kinds)
+        if rollover is not None:
+            found["rollover"] = rollover
         last_score = max([f.score for f in found.values()], default=background)
         scores[i] = last_score
-        for change in tracker.observe(ts, found, bank.kinds):
+        for change in tracker.observe(ts, found, kinds):
             if change.action == "close":
                 spans.append((change.started_at, change.ended_at, change.kind))
     for change in tracker.close_all():
@@ -263,7 +280,8 @@ FLAG_PRECEDENCE = (
 
 def score_file(in_csv: Path, out_csv: Path, *, customer_class: str = "residential") -> int:
     """`meterwatch score`: read `in_csv` (`ts` or `timestamp`, `value`, optional `meter_id`:
-    absent means one series), write every row with `anomaly_score` and `flag_kind` added, in
+    absent means one series; an optional `kind` of `register` marks cumulative registers),
+    write every row with `anomaly_score` and `flag_kind` added, in
     input order, to `out_csv`. Returns the number of rows."""
     import csv
 
@@ -284,12 +302,15 @@ def score_file(in_csv: Path, out_csv: Path, *, customer_class: str = "residentia
         rows = list(reader)
     series: dict[str, tuple[list[int], list[float], list[int]]] = {}
     offsets: dict[str, int] = {}
+    registers: set[str] = set()  # series whose optional `kind` column says `register`
     for n, row in enumerate(rows):
         line = n + 2  # the header is line 1
         meter = (row.get("meter_id") or "").strip() if "meter_id" in header else ""
         if "meter_id" in header and not meter:
             raise ValueError(f"row {line}: meter_id is empty: give every row its meter")
         times, values, positions = series.setdefault(meter, ([], [], []))
+        if (row.get("kind") or "").strip() == "register":
+            registers.add(meter)
         epoch, offset = _parse_score_ts(row[ts_column] or "", line)
         offsets.setdefault(meter, offset)
         times.append(epoch)
@@ -298,7 +319,11 @@ def score_file(in_csv: Path, out_csv: Path, *, customer_class: str = "residentia
     scored: list[ScoredRow | None] = [None] * len(rows)
     for meter, (times, values, positions) in series.items():
         results = score_series(
-            times, values, customer_class=customer_class, utc_offset_s=offsets[meter]
+            times,
+            values,
+            customer_class=customer_class,
+            utc_offset_s=offsets[meter],
+            register=meter in registers,
         )
         for position, scored_row in zip(positions, results, strict=True):
             scored[position] = scored_row

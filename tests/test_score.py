@@ -116,3 +116,19 @@ def test_bad_input_names_the_row_and_the_fix(tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(src), str(dst)])
     assert result.exit_code == 2
     assert "row 2" in result.output and "not a number" in result.output
+
+
+def test_a_register_series_is_turned_into_consumption_and_its_wrap_is_a_rollover(
+    tmp_path: Path,
+) -> None:
+    deltas = household_rows(12, seed=7)
+    register, rows = 9_000.0, []
+    for h, delta in enumerate(deltas):
+        register = (register + delta) % 10_000  # a four-digit dial wraps
+        rows.append([ts_text(h), round(register, 2), "register"])
+    scored = score(tmp_path, ["ts", "value", "kind"], rows)
+
+    kinds = [r["flag_kind"] for r in scored]
+    assert "rollover" in kinds
+    assert not {"spike", "reverse_flow", "burst"} & set(kinds)
+    assert float(scored[0]["anomaly_score"]) == 0.0  # the first register has no interval
