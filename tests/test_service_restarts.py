@@ -132,12 +132,18 @@ class Feed:
                 self._acknowledge()
                 time.sleep(0.02)
             # Faster than the dataflow: much is still unread. A head-end keeps running.
-            while committed_deliveries(self.database_url, self.stream_key) < len(self.rows):
+            while self._committed() < len(self.rows):
                 self.publisher.watch()
                 self._acknowledge()
                 time.sleep(0.2)
         except BaseException as exc:  # reported by `join`
             self.error = exc
+
+    def _committed(self) -> int:
+        try:
+            return committed_deliveries(self.database_url, self.stream_key)
+        except psycopg.OperationalError:
+            return 0  # the database is away: still waiting
 
     def _acknowledge(self) -> None:
         try:
