@@ -33,10 +33,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -280,54 +277,19 @@ def run_in_process(url: str, dataset: Dataset) -> FlowRun:
     return FlowRun(seconds, growth, database_counts(url), reads_bytes(url))
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def run_cluster(url: str, dataset: Dataset, processes: int, log_dir: Path) -> FlowRun:
     """The file flow as a Bytewax cluster of `processes` processes on loopback, each one
     `meterwatch run --from-file … --process-id I --addresses …`. Timed from the first start
     to the last exit (process start-up included)."""
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(processes))
-    env = {**os.environ, "DATABASE_URL": url}
+    from stream.runner import start_local_file_cluster
+
     started = time.perf_counter()
-    running = []
-    for index in range(processes):
-        log = (log_dir / f"process-{index}.log").open("wb")
-        running.append(
-            (
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "meterwatch.cli",
-                        "run",
-                        "--from-file",
-                        str(dataset.reads),
-                        "--process-id",
-                        str(index),
-                        "--addresses",
-                        addresses,
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                ),
-                log,
-            )
-        )
-    with PeakRss([p.pid for p, _ in running]) as rss:
-        codes = [p.wait() for p, _ in running]
+    running = start_local_file_cluster(
+        dataset.reads, processes, {**os.environ, "DATABASE_URL": url}, log_dir
+    )
+    with PeakRss([p.pid for p in running]) as rss:
+        codes = [p.wait() for p in running]
     seconds = time.perf_counter() - started
-    for _, log in running:
-        log.close()
     if any(codes):
         tail = (log_dir / "process-0.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"a cluster process failed (exit codes {codes}):\n{tail}")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import subprocess
+import sys
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -112,3 +116,41 @@ def _stop_on_signals() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now (all held open together while chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_local_file_cluster(
+    reads: Path, processes: int, env: Mapping[str, str], log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Start `meterwatch run --from-file READS` as a Bytewax cluster of `processes` processes
+    on loopback ports, process I logging to `log_dir/process-I.log` (what the workers test and
+    `bench throughput` run; a cluster across hosts starts each process by hand with its own
+    `--process-id` and the same `--addresses`). The caller waits for them."""
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_loopback_ports(processes))
+    running = []
+    for index in range(processes):
+        with (log_dir / f"process-{index}.log").open("wb") as log:
+            running.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "meterwatch.cli", "run"),
+                        *("--from-file", str(reads)),
+                        *("--process-id", str(index), "--addresses", addresses),
+                    ],
+                    env=dict(env),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return running

@@ -6,9 +6,6 @@ same alerts and the same usage totals."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 from pipeline_fixtures import Scenario, load_accounts, read_counts
 
 from meterwatch.settings import Settings
-from stream.runner import execute, file_flow
+from stream.runner import execute, file_flow, start_local_file_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -81,43 +78,11 @@ def assert_same(
             )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [int(sock.getsockname()[1]) for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def run_cluster(url: str, reads: Path, processes: int, log_dir: Path) -> None:
     """`meterwatch run --from-file` as a cluster of `processes` processes on loopback."""
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(processes))
     env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(log_dir / "data")}
+    running = start_local_file_cluster(reads, processes, env, log_dir)
     logs = [log_dir / f"process-{i}.log" for i in range(processes)]
-    running = []
-    for index, log in enumerate(logs):
-        with log.open("wb") as out:
-            running.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "meterwatch.cli",
-                        "run",
-                        "--from-file",
-                        str(reads),
-                        "--process-id",
-                        str(index),
-                        "--addresses",
-                        addresses,
-                    ],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
     try:
         codes = [p.wait(timeout=300) for p in running]
     finally:
