@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from river import stats
 
@@ -235,26 +236,32 @@ def test_a_dismissed_leak_teaches_the_bank_but_a_bigger_leak_still_alarms() -> N
     assert pickle.loads(pickle.dumps(bank)).expected == bank.expected
 
 
+def seed_two_households(conn: psycopg.Connection, valid_from: str) -> None:
+    """Customers C1 and C2, each with one active residential account (A1, A2), service point
+    (S1, S2) and meter (M1, M2) installed from `valid_from`."""
+    conn.execute("INSERT INTO customers (customer_id, name) VALUES ('C1', 'Ada'), ('C2', 'Bo')")
+    conn.execute(
+        """INSERT INTO accounts (account_id, customer_id, status, customer_class, cycle_day)
+           VALUES ('A1', 'C1', 'active', 'residential', 1),
+                  ('A2', 'C2', 'active', 'residential', 1)"""
+    )
+    conn.execute("INSERT INTO service_points VALUES ('S1'), ('S2')")
+    conn.execute("INSERT INTO meters VALUES ('M1'), ('M2')")
+    conn.execute(
+        """INSERT INTO meter_assignments (meter_id, service_point_id, account_id, valid_from)
+           VALUES ('M1', 'S1', 'A1', %(from)s), ('M2', 'S2', 'A2', %(from)s)""",
+        {"from": valid_from},
+    )
+
+
 def test_dismissed_flags_and_declarations_reach_the_bank_from_the_database(
     database_url: str,
 ) -> None:
-    import psycopg
 
     from stream.feedback import FeedbackCache, load_allowances
 
     with psycopg.connect(database_url) as conn:
-        conn.execute("INSERT INTO customers (customer_id, name) VALUES ('C1', 'Ada'), ('C2', 'Bo')")
-        conn.execute(
-            """INSERT INTO accounts (account_id, customer_id, status, customer_class, cycle_day)
-               VALUES ('A1', 'C1', 'active', 'residential', 1),
-                      ('A2', 'C2', 'active', 'residential', 1)"""
-        )
-        conn.execute("INSERT INTO service_points VALUES ('S1'), ('S2')")
-        conn.execute("INSERT INTO meters VALUES ('M1'), ('M2')")
-        conn.execute(
-            """INSERT INTO meter_assignments (meter_id, service_point_id, account_id, valid_from)
-               VALUES ('M1', 'S1', 'A1', '2025-01-01'), ('M2', 'S2', 'A2', '2025-01-01')"""
-        )
+        seed_two_households(conn, "2025-01-01")
         # staff dismissed M1's leak as expected use (an evaporative cooler)
         conn.execute(
             """INSERT INTO flags (meter_id, account_id, kind, started_at, detected_at, severity,
@@ -297,22 +304,10 @@ def test_the_dataflow_feeds_declared_use_to_the_meter_detectors(
     customer declared it raises no leak flag through the dataflow; the other does."""
     from datetime import UTC, datetime
 
-    import psycopg
     from pipeline_fixtures import run_file
 
     with psycopg.connect(database_url) as conn:
-        conn.execute("INSERT INTO customers (customer_id, name) VALUES ('C1', 'Ada'), ('C2', 'Bo')")
-        conn.execute(
-            """INSERT INTO accounts (account_id, customer_id, status, customer_class, cycle_day)
-               VALUES ('A1', 'C1', 'active', 'residential', 1),
-                      ('A2', 'C2', 'active', 'residential', 1)"""
-        )
-        conn.execute("INSERT INTO service_points VALUES ('S1'), ('S2')")
-        conn.execute("INSERT INTO meters VALUES ('M1'), ('M2')")
-        conn.execute(
-            """INSERT INTO meter_assignments (meter_id, service_point_id, account_id, valid_from)
-               VALUES ('M1', 'S1', 'A1', '2025-12-01'), ('M2', 'S2', 'A2', '2025-12-01')"""
-        )
+        seed_two_households(conn, "2025-12-01")
         conn.execute(
             """INSERT INTO declared_usage (account_id, meter_id, kind, description, rate_gph,
                                            declared_by)

@@ -197,16 +197,13 @@ def ready(client: TestClient) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.json()
 
 
-@pytest.mark.slow
-def test_postgres_restart_while_reads_stream(
-    database_url: str,
-    small_scenario: Scenario,
-    stream_key: str,
-    tmp_path: Path,
-    api_client: TestClient,
-) -> None:
-    load_accounts(database_url, small_scenario)
-    rows = stream_rows(small_scenario)
+def start_streaming(
+    database_url: str, scenario: Scenario, stream_key: str, tmp_path: Path
+) -> tuple[list[dict[str, str]], StreamFlow, Feed]:
+    """The scenario's accounts imported, `meterwatch run` consuming and the head-end publishing,
+    returned once a quarter of the reads is committed."""
+    load_accounts(database_url, scenario)
+    rows = stream_rows(scenario)
     flow = StreamFlow(database_url, SERVERS.redis_url, stream_key, tmp_path / "flow")
     feed = Feed(database_url, stream_key, rows)
     flow.start()
@@ -215,6 +212,38 @@ def test_postgres_restart_while_reads_stream(
         wait_until(
             lambda: committed_deliveries(database_url, stream_key) > len(rows) // 4, 120, "reads"
         )
+    except BaseException:
+        flow.stop()
+        raise
+    return rows, flow, feed
+
+
+def finish_streaming(
+    database_url: str,
+    stream_key: str,
+    rows: list[dict[str, str]],
+    flow: StreamFlow,
+    feed: Feed,
+    api_client: TestClient,
+) -> None:
+    """After the outage: everything published and committed, the same dataflow process still
+    running, and the API ready again."""
+    feed.join(timeout=300)
+    flow.wait_for(database_url, stream_key, len(rows), timeout=300)
+    assert flow.process is not None and flow.process.poll() is None, "the dataflow died"
+    wait_until(lambda: ready(api_client)[0] == 200, 30, "ready again")
+
+
+@pytest.mark.slow
+def test_postgres_restart_while_reads_stream(
+    database_url: str,
+    small_scenario: Scenario,
+    stream_key: str,
+    tmp_path: Path,
+    api_client: TestClient,
+) -> None:
+    rows, flow, feed = start_streaming(database_url, small_scenario, stream_key, tmp_path)
+    try:
         assert ready(api_client) == (
             200,
             {"status": "ready", "checks": {"database": "ok", "redis": "ok", "pipeline": "ok"}},
@@ -234,10 +263,7 @@ def test_postgres_restart_while_reads_stream(
         finally:
             pg_ctl("start")
         wait_until(postgres_up, 30, "PostgreSQL to start")
-        feed.join(timeout=300)
-        flow.wait_for(database_url, stream_key, len(rows), timeout=300)
-        assert flow.process is not None and flow.process.poll() is None, "the dataflow died"
-        wait_until(lambda: ready(api_client)[0] == 200, 30, "ready again")
+        finish_streaming(database_url, stream_key, rows, flow, feed, api_client)
         assert ready(api_client)[1]["checks"]["pipeline"] == "ok"
     finally:
         flow.stop()
@@ -255,16 +281,8 @@ def test_redis_restart_while_reads_stream(
     tmp_path: Path,
     api_client: TestClient,
 ) -> None:
-    load_accounts(database_url, small_scenario)
-    rows = stream_rows(small_scenario)
-    flow = StreamFlow(database_url, SERVERS.redis_url, stream_key, tmp_path / "flow")
-    feed = Feed(database_url, stream_key, rows)
-    flow.start()
-    feed.start()
+    rows, flow, feed = start_streaming(database_url, small_scenario, stream_key, tmp_path)
     try:
-        wait_until(
-            lambda: committed_deliveries(database_url, stream_key) > len(rows) // 4, 120, "reads"
-        )
         # The stream holds entries the dataflow has not committed (nor, mostly, read) when
         # Redis goes: those are what a restart without persistence loses.
         wait_until(lambda: feed.sent == len(rows), 60, "the head-end to publish everything")
@@ -279,10 +297,7 @@ def test_redis_restart_while_reads_stream(
             time.sleep(2.0)
         finally:
             start_redis()
-        feed.join(timeout=300)
-        flow.wait_for(database_url, stream_key, len(rows), timeout=300)
-        assert flow.process is not None and flow.process.poll() is None, "the dataflow died"
-        wait_until(lambda: ready(api_client)[0] == 200, 30, "ready again")
+        finish_streaming(database_url, stream_key, rows, flow, feed, api_client)
     finally:
         flow.stop()
     assert feed.publisher.restored >= unread  # the restart lost the stream; it came back
