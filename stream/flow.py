@@ -82,5 +82,20 @@ def build_flow(
     outputs = op.map("unkey", results, drop_key)
     everything: Stream[SinkItem] = op.merge("everything", outputs, assigned.falses, valid.falses)
     # StoredRead | DuplicateRead | FlagWrite | UnmatchedRead | Rejected
-    op.output("store", everything, DatabaseSink(database_url, after_store=after_store))
+    sink = DatabaseSink(database_url, after_store=after_store)
+    # (this worker's sink partition, item): each worker writes what it produced
+    op.output("store", op.map("to_writer", everything, sink.route), sink)
     return flow
+
+
+def database_sinks(flow: Dataflow) -> list[DatabaseSink]:
+    """The database sinks of a flow built here (for `DatabaseSink.prepare`)."""
+    found: list[DatabaseSink] = []
+    steps: list[Any] = list(flow.substeps)
+    while steps:
+        step = steps.pop()
+        sink = getattr(step, "sink", None)
+        if isinstance(sink, DatabaseSink):
+            found.append(sink)
+        steps.extend(getattr(step, "substeps", ()))
+    return found

@@ -21,7 +21,7 @@ from bytewax.testing import run_main
 from alerts.decide import alert_hooks
 from meterwatch.settings import Settings
 from stream import health
-from stream.flow import build_flow
+from stream.flow import build_flow, database_sinks
 from stream.sources import FileSource, RedisStreamSource, stop_requested
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def execute(
     """Run `flow` to completion in this process (with `workers` threads), or as process
     `process_id` of a cluster whose processes listen on `addresses`."""
     epoch = timedelta(seconds=settings.snapshot_interval_s)
+    for sink in database_sinks(flow):
+        sink.prepare(process_id or 0, workers)
     _stop_on_signals()
     try:
         if workers == 1 and process_id is None:

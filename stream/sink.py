@@ -11,6 +11,12 @@ since the last snapshot):
   replayed delivery is never written twice;
 - flags are upserted on (meter, kind, start), and an update never overwrites a newer revision.
 
+The database works while the dataflow computes: each worker's partition hands a batch to a
+writer thread and returns (one batch in flight, one waiting), and at every epoch's close, when
+Bytewax takes the partition's snapshot, it waits until everything handed over is committed. A
+recovery snapshot therefore never covers a batch that is not in the database, exactly as when
+the worker wrote synchronously.
+
 When the database is unreachable the sink waits and retries with backoff; the dataflow stalls
 meanwhile rather than losing anything. A row the database refuses for its content (which
 validation should have caught) goes to the rejected table with the database's message instead
@@ -20,6 +26,7 @@ of failing the batch.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +34,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
@@ -447,25 +454,148 @@ def _flag_row(write: FlagWrite) -> tuple[Any, ...]:
     )
 
 
-class _DatabaseSinkPartition(StatelessSinkPartition[SinkItem]):
+class BackgroundWriter:
+    """Runs `writer.write` on a thread of its own, one batch at a time, so that the dataflow
+    worker computes the next batch while the database stores this one. `submit` waits while a
+    batch is already waiting (at most one in flight and one waiting: memory stays bounded and
+    a slow database slows the flow down instead of queueing without end); `drain` waits until
+    everything submitted is committed. An error of the writer (one it does not retry, see
+    `DatabaseWriter.write`) is raised by the next `submit`, `drain` or `close`, so the dataflow
+    stops on it as it did when it wrote itself."""
+
     def __init__(self, writer: DatabaseWriter) -> None:
         self.writer = writer
+        self._cond = threading.Condition()
+        self._waiting: list[SinkItem] | None = None  # handed over, not yet taken
+        self._busy = False  # the thread is writing a batch
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"meterwatch-writer-{writer.worker}", daemon=True
+        )
+        self._thread.start()
 
-    def write_batch(self, items: list[SinkItem]) -> None:
-        self.writer.write(items)
+    def submit(self, items: list[SinkItem]) -> None:
+        with self._cond:
+            while self._waiting is not None and self._error is None:
+                self._cond.wait()
+            self._raise_error()
+            self._waiting = items
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        with self._cond:
+            while (self._waiting is not None or self._busy) and self._error is None:
+                self._cond.wait()
+            self._raise_error()
 
     def close(self) -> None:
-        self.writer.close()
+        """Commit what was submitted, stop the thread and close the connection."""
+        try:
+            self.drain()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            if self._thread is not threading.current_thread():
+                self._thread.join()
+            self.writer.close()
+
+    def _raise_error(self) -> None:
+        # Raised once: the dataflow stops on it, and Bytewax closes the partition afterwards,
+        # which must then not fail again.
+        if self._error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting is None and not self._closing:
+                    self._cond.wait()
+                if self._waiting is None:
+                    return  # closing, and nothing left
+                items, self._waiting = self._waiting, None
+                self._busy = True
+                self._cond.notify_all()
+            try:
+                self.writer.write(items)
+            except BaseException as exc:  # handed to the worker, which stops the dataflow
+                with self._cond:
+                    self._error = exc
+                    self._busy = False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
-class DatabaseSink(DynamicSink[SinkItem]):
-    """One writer (one connection) per dataflow worker; `after_store` runs in each batch's
-    transaction (see `AfterStore`)."""
+class _DatabaseSinkPartition(StatefulSinkPartition[SinkItem, None]):
+    """One worker's writer. Its snapshot is nothing to resume from (every write is
+    idempotent): taking it is the barrier that keeps a recovery snapshot behind the commits."""
+
+    def __init__(self, writer: DatabaseWriter) -> None:
+        self.background = BackgroundWriter(writer)
+        self._closed = False
+
+    def write_batch(self, values: list[SinkItem]) -> None:
+        self.background.submit(values)
+
+    def snapshot(self) -> None:
+        # Bytewax takes it at the close of every epoch this partition wrote in, before the
+        # epoch's snapshots can be committed: wait until the epoch's batches are.
+        self.background.drain()
+
+    def close(self) -> None:
+        if not self._closed:  # Bytewax may call it again when it drops the partition
+            self._closed = True
+            self.background.close()
+
+
+class DatabaseSink(FixedPartitionedSink[SinkItem, None]):
+    """One writer (one connection, one writer thread) per dataflow worker; `after_store` runs
+    in each batch's transaction (see `AfterStore`).
+
+    Bytewax routes a partitioned sink's items to the worker that owns their partition. So that
+    every worker writes what it produced itself (no exchange between processes), each worker
+    lists one partition of its own, named by its index in the cluster, and `route` keys every
+    item with the partition of the worker it runs on. `prepare(process_id, workers)` (called by
+    `stream.runner.execute` before each run) tells the sink where in the cluster this process
+    is; without it every worker lists partition 0 and one of them writes everything, which is
+    as correct, only not spread."""
 
     def __init__(self, database_url: str, after_store: Sequence[AfterStore] = ()) -> None:
         self.database_url = database_url
         self.after_store = after_store
+        self._process_id = 0
+        self._workers = 1
+        self._listed = 0
+        self._lock = threading.Lock()
+        # The partition of the worker running on this thread (set when it lists its parts,
+        # which Bytewax does on the worker's own thread while building the dataflow).
+        self._local = threading.local()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DatabaseSinkPartition:
-        writer = DatabaseWriter(self.database_url, str(worker_index), after_store=self.after_store)
+    def prepare(self, process_id: int, workers: int) -> None:
+        with self._lock:
+            self._process_id, self._workers, self._listed = process_id, max(workers, 1), 0
+
+    def list_parts(self) -> list[str]:
+        with self._lock:
+            local = self._listed % self._workers
+            self._listed += 1
+            name = f"{self._process_id * self._workers + local:06d}"
+        self._local.part = name
+        return [name]
+
+    def route(self, item: SinkItem) -> tuple[str, SinkItem]:
+        return getattr(self._local, "part", "000000"), item
+
+    def part_fn(self, item_key: str) -> int:
+        # Partition names are zero-padded indexes, so their sorted order is this index.
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DatabaseSinkPartition:
+        writer = DatabaseWriter(self.database_url, str(int(for_part)), after_store=self.after_store)
         return _DatabaseSinkPartition(writer)
