@@ -71,14 +71,20 @@ def iter_file_deliveries(path: Path, skip: int = 0) -> Iterator[Delivery]:
     source = file_source_name(path)
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         rows = _json_rows(handle) if _is_json_lines(path) else _csv_rows(handle)
+        first_row = 1 if _is_json_lines(path) else 2
         for index, (fields, raw, error) in enumerate(rows):
             if index < skip:
                 continue
-            row = index + (1 if _is_json_lines(path) else 2)
-            yield Delivery(f"{source}:{row}", index + 1, fields, raw, source, str(row), error)
+            row = index + first_row
+            if isinstance(raw, list):  # a CSV row's values: its text is built if rejected
+                yield Delivery(
+                    f"{source}:{row}", index + 1, fields, None, source, str(row), None, raw
+                )
+            else:
+                yield Delivery(f"{source}:{row}", index + 1, fields, raw, source, str(row), error)
 
 
-def _csv_rows(handle: TextIO) -> Iterator[tuple[dict[str, Any], str, str | None]]:
+def _csv_rows(handle: TextIO) -> Iterator[tuple[dict[str, Any], str | list[str], str | None]]:
     reader = csv.reader(handle)
     header = [h.strip() for h in next(reader, [])]
     while True:
@@ -92,13 +98,14 @@ def _csv_rows(handle: TextIO) -> Iterator[tuple[dict[str, Any], str, str | None]
         if not values:
             continue
         fields = dict(zip(header, values, strict=False))
-        error = None
         if len(values) != len(header):
             error = (
                 f"row has {len(values)} fields but the header has {len(header)}: check for an "
                 "unquoted comma or a missing column"
             )
-        yield fields, csv_line(values), error
+            yield fields, csv_line(values), error
+        else:
+            yield fields, values, None
 
 
 def _json_rows(handle: TextIO) -> Iterator[tuple[dict[str, Any], str, str | None]]:
