@@ -66,6 +66,9 @@ _TEMP_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS alert_usage_delta (
   account_id text, unit text, day date, period_start date, period_end date, delta float8,
   daily bool, period bool
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS alert_usage_new (
+  account_id text, unit text, key date, lo timestamptz, hi timestamptz, period bool
 ) ON COMMIT DELETE ROWS
 """
 
@@ -94,18 +97,21 @@ SELECT false, * FROM days UNION ALL SELECT true, * FROM periods
 # account was tracked) and this batch's own. A concurrent batch of another worker cannot have
 # counted its reads here (uncommitted), and it adds them when it meets this row, after this
 # transaction commits: exact either way.
+# The rows to recount come by COPY into `alert_usage_new` (`_store_usage`): passing them as
+# array parameters cost more Python time (psycopg builds arrays element by element) than the
+# rest of the hook when a batch opens a day for thousands of accounts.
 _RECOUNT = """
 UPDATE {table} u
    SET usage = (SELECT coalesce(sum(r.value), 0) FROM reads r
                  WHERE r.account_id = c.account_id AND r.ts > c.lo AND r.ts <= c.hi
                    AND (r.reported_unit = 'kWh') = (c.unit = 'kWh'))
-  FROM unnest(%s::text[], %s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[])
-       AS c(account_id, unit, key, lo, hi)
- WHERE u.account_id = c.account_id AND u.unit = c.unit AND u.{key} = c.key
+  FROM alert_usage_new c
+ WHERE c.period = {period} AND u.account_id = c.account_id AND u.unit = c.unit
+   AND u.{key} = c.key
 RETURNING u.account_id, u.unit, u.{key}, u.usage
 """
-_RECOUNT_DAYS = _RECOUNT.format(table="account_daily_usage", key="day")
-_RECOUNT_PERIODS = _RECOUNT.format(table="account_period_usage", key="period_start")
+_RECOUNT_DAYS = _RECOUNT.format(table="account_daily_usage", key="day", period="false")
+_RECOUNT_PERIODS = _RECOUNT.format(table="account_period_usage", key="period_start", period="true")
 
 # Late: the account already had reads after the period's end, stored before this transaction
 # (`received_at` is the storing transaction's start; this batch's reads have now()).
@@ -507,26 +513,24 @@ class AlertDecider:
                     day_usage[key] = usage
                     if created:
                         new_days.append(key)
-            for new, spans, statement, totals in (
-                (new_days, days, _RECOUNT_DAYS, day_usage),
-                (
-                    new_periods,
-                    {k: v[1] for k, v in periods.items()},
-                    _RECOUNT_PERIODS,
-                    period_usage,
-                ),
+            if not (new_days or new_periods):
+                return day_usage, period_usage
+            with cur.copy(
+                "COPY alert_usage_new (account_id, unit, key, lo, hi, period) FROM STDIN"
+            ) as copy:
+                for key in new_days:
+                    span = days[key]
+                    copy.write_row((*key, span.lo, span.hi, False))
+                for key in new_periods:
+                    span = periods[key][1]
+                    copy.write_row((*key, span.lo, span.hi, True))
+            for new, statement, totals in (
+                (new_days, _RECOUNT_DAYS, day_usage),
+                (new_periods, _RECOUNT_PERIODS, period_usage),
             ):
-                if not new:
-                    continue
-                params = (
-                    [k[0] for k in new],
-                    [k[1] for k in new],
-                    [k[2] for k in new],
-                    [spans[k].lo for k in new],
-                    [spans[k].hi for k in new],
-                )
-                for account_id, unit, when, usage in cur.execute(statement, params):
-                    totals[(account_id, unit, when)] = usage
+                if new:
+                    for account_id, unit, when, usage in cur.execute(statement):
+                        totals[(account_id, unit, when)] = usage
         return day_usage, period_usage
 
     def _projected(
@@ -773,13 +777,56 @@ def _recipients(conn: psycopg.Connection, account_ids: Iterable[str]) -> dict[st
 # --- applying tracking changes ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Wanted:
-    cycle_day: int
-    rate_plan: str | None
-    daily_threshold: float | None
-    period_threshold: float | None
-    projected_bill_threshold: float | None
+# The accounts whose tracking changes, worked out in the database (a CIS import of a million
+# enrolled accounts queues a million: row by row from Python that took minutes). `reset_all`:
+# tracking starts or stops, every usage row goes; `reset_periods`: the cycle day moved, the
+# period rows go. An account that stops being tracked keeps its last settings.
+_TRACKING_CHANGES = """
+CREATE TEMP TABLE alert_tracking_changes ON COMMIT DROP AS
+WITH wanted AS (
+  SELECT a.account_id, a.cycle_day, a.rate_plan, s.daily_threshold, s.period_threshold,
+         s.projected_bill_threshold
+    FROM alert_tracking_ids JOIN accounts a USING (account_id)
+    JOIN alert_settings s USING (account_id)
+   WHERE s.daily_threshold IS NOT NULL OR s.period_threshold IS NOT NULL
+      OR s.projected_bill_threshold IS NOT NULL
+)
+SELECT i.account_id, w.account_id IS NOT NULL AS active,
+       CASE WHEN w.account_id IS NULL THEN t.cycle_day ELSE w.cycle_day END AS cycle_day,
+       CASE WHEN w.account_id IS NULL THEN t.rate_plan ELSE w.rate_plan END AS rate_plan,
+       CASE WHEN w.account_id IS NULL THEN t.daily_threshold ELSE w.daily_threshold END
+         AS daily_threshold,
+       CASE WHEN w.account_id IS NULL THEN t.period_threshold ELSE w.period_threshold END
+         AS period_threshold,
+       CASE WHEN w.account_id IS NULL THEN t.projected_bill_threshold
+            ELSE w.projected_bill_threshold END AS projected_bill_threshold,
+       w.account_id IS NULL OR t.account_id IS NULL OR NOT t.active AS reset_all,
+       w.account_id IS NOT NULL AND t.active AND t.cycle_day <> w.cycle_day AS reset_periods
+  FROM alert_tracking_ids i
+  LEFT JOIN wanted w USING (account_id)
+  LEFT JOIN alert_tracked_accounts t USING (account_id)
+ WHERE CASE WHEN w.account_id IS NULL THEN coalesce(t.active, false)
+            WHEN t.account_id IS NULL OR NOT t.active THEN true
+            ELSE (w.cycle_day, w.rate_plan, w.daily_threshold, w.period_threshold,
+                  w.projected_bill_threshold)
+                 IS DISTINCT FROM (t.cycle_day, t.rate_plan, t.daily_threshold,
+                                   t.period_threshold, t.projected_bill_threshold) END
+"""
+
+_APPLY_TRACKING_CHANGES = """
+INSERT INTO alert_tracked_accounts
+  (account_id, active, cycle_day, rate_plan, daily_threshold, period_threshold,
+   projected_bill_threshold, changed_version)
+SELECT account_id, active, cycle_day, rate_plan, daily_threshold, period_threshold,
+       projected_bill_threshold, %s
+  FROM alert_tracking_changes ORDER BY account_id
+ON CONFLICT (account_id) DO UPDATE
+   SET active = EXCLUDED.active, cycle_day = EXCLUDED.cycle_day,
+       rate_plan = EXCLUDED.rate_plan, daily_threshold = EXCLUDED.daily_threshold,
+       period_threshold = EXCLUDED.period_threshold,
+       projected_bill_threshold = EXCLUDED.projected_bill_threshold,
+       changed_version = EXCLUDED.changed_version, changed_at = now()
+"""
 
 
 def apply_tracking_changes(conn: psycopg.Connection) -> int:
@@ -794,48 +841,21 @@ def apply_tracking_changes(conn: psycopg.Connection) -> int:
             return 0
         conn.execute(f"SET LOCAL lock_timeout = '{_SYNC_LOCK_TIMEOUT}'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (TRACKING_LOCK,))
-        ids = sorted(
-            {r[0] for r in conn.execute("DELETE FROM alert_tracking_queue RETURNING account_id")}
+        conn.execute("DROP TABLE IF EXISTS alert_tracking_ids, alert_tracking_changes")
+        conn.execute(
+            "CREATE TEMP TABLE alert_tracking_ids (account_id text PRIMARY KEY) ON COMMIT DROP"
         )
-        wanted = {
-            r[0]: _Wanted(*r[1:])
-            for r in conn.execute(
-                """SELECT a.account_id, a.cycle_day, a.rate_plan, s.daily_threshold,
-                          s.period_threshold, s.projected_bill_threshold::float8
-                     FROM accounts a JOIN alert_settings s USING (account_id)
-                    WHERE a.account_id = ANY(%s)
-                      AND (s.daily_threshold IS NOT NULL OR s.period_threshold IS NOT NULL
-                           OR s.projected_bill_threshold IS NOT NULL)""",
-                (ids,),
-            )
-        }
-        have = {
-            r[0]: (r[1], _Wanted(*r[2:]))
-            for r in conn.execute(
-                """SELECT account_id, active, cycle_day, rate_plan, daily_threshold,
-                          period_threshold, projected_bill_threshold::float8
-                     FROM alert_tracked_accounts WHERE account_id = ANY(%s)""",
-                (ids,),
-            )
-        }
-        changes: list[tuple[str, bool, _Wanted]] = []
-        reset_all: list[str] = []
-        reset_periods: list[str] = []
-        for account_id in ids:
-            want = wanted.get(account_id)
-            active, known = have.get(account_id, (False, None))
-            if want is None:
-                if active and known is not None:
-                    changes.append((account_id, False, known))
-                    reset_all.append(account_id)
-            elif not active or known is None:
-                changes.append((account_id, True, want))
-                reset_all.append(account_id)
-            elif known != want:
-                changes.append((account_id, True, want))
-                if known.cycle_day != want.cycle_day:
-                    reset_periods.append(account_id)
-        if not changes:
+        # What was queued before this statement's snapshot goes; a change queued meanwhile
+        # stays for the next time.
+        conn.execute(
+            """WITH queued AS (DELETE FROM alert_tracking_queue RETURNING account_id)
+               INSERT INTO alert_tracking_ids SELECT DISTINCT account_id FROM queued"""
+        )
+        conn.execute("ANALYZE alert_tracking_ids")  # a million ids want a hash join
+        conn.execute(_TRACKING_CHANGES)
+        counted = conn.execute("SELECT count(*) FROM alert_tracking_changes").fetchone()
+        changed = int(counted[0]) if counted else 0
+        if not changed:
             return 0
         row = conn.execute(
             "UPDATE data_versions SET version = version + 1, changed_at = now() "
@@ -843,40 +863,17 @@ def apply_tracking_changes(conn: psycopg.Connection) -> int:
         ).fetchone()
         assert row is not None, "migration 010 inserts the alert_tracking data version"
         version = row[0]
-        with conn.cursor() as cur:
-            cur.executemany(
-                """INSERT INTO alert_tracked_accounts
-                     (account_id, active, cycle_day, rate_plan, daily_threshold,
-                      period_threshold, projected_bill_threshold, changed_version)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (account_id) DO UPDATE
-                      SET active = EXCLUDED.active, cycle_day = EXCLUDED.cycle_day,
-                          rate_plan = EXCLUDED.rate_plan,
-                          daily_threshold = EXCLUDED.daily_threshold,
-                          period_threshold = EXCLUDED.period_threshold,
-                          projected_bill_threshold = EXCLUDED.projected_bill_threshold,
-                          changed_version = EXCLUDED.changed_version, changed_at = now()""",
-                [
-                    (
-                        account_id, active, w.cycle_day, w.rate_plan, w.daily_threshold,
-                        w.period_threshold, w.projected_bill_threshold, version,
-                    )
-                    for account_id, active, w in changes
-                ],
-            )  # fmt: skip
-            if reset_all:
-                cur.execute(
-                    "DELETE FROM account_daily_usage WHERE account_id = ANY(%s)", (reset_all,)
-                )
-            if reset_all or reset_periods:
-                cur.execute(
-                    "DELETE FROM account_period_usage WHERE account_id = ANY(%s)",
-                    (reset_all + reset_periods,),
-                )
-        log.info(
-            "alert rules changed for %d account(s) (tracking version %d)", len(changes), version
+        conn.execute(_APPLY_TRACKING_CHANGES, (version,))
+        conn.execute(
+            """DELETE FROM account_daily_usage u USING alert_tracking_changes c
+                WHERE c.reset_all AND u.account_id = c.account_id"""
         )
-        return len(changes)
+        conn.execute(
+            """DELETE FROM account_period_usage u USING alert_tracking_changes c
+                WHERE (c.reset_all OR c.reset_periods) AND u.account_id = c.account_id"""
+        )
+        log.info("alert rules changed for %d account(s) (tracking version %d)", changed, version)
+        return changed
 
 
 def alert_hooks(database_url: str, settings: Settings) -> list[AfterStore]:

@@ -311,3 +311,70 @@ def test_leak_and_burst_flags_become_notices_once(settings: Settings, database_u
     assert burst["rule"] == "burst" and burst["details"]["critical"] is True  # always
     assert "450 gal/h for 4 h" in burst["message"] and "main valve" in burst["message"]
     assert silent["status"] == "suppressed" and silent["channels"] == []
+
+
+def test_tracking_changes_start_update_reset_and_stop(database_url: str) -> None:
+    """`apply_tracking_changes` worked out in the database: tracking starts and stops with
+    every usage row reset, a changed threshold keeps the totals, a moved cycle day resets the
+    period totals only, and a queued account whose rules did not change is no change."""
+
+    def tracked(conn: psycopg.Connection) -> dict[str, tuple[object, ...]]:
+        rows = conn.execute(
+            """SELECT account_id, active, cycle_day, daily_threshold, period_threshold,
+                      projected_bill_threshold::float8 FROM alert_tracked_accounts"""
+        ).fetchall()
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def usage_rows(conn: psycopg.Connection) -> set[tuple[str, str]]:
+        rows = conn.execute(
+            """SELECT account_id, 'day' FROM account_daily_usage
+               UNION ALL SELECT account_id, 'period' FROM account_period_usage"""
+        ).fetchall()
+        return {(r[0], r[1]) for r in rows}
+
+    def add_usage(conn: psycopg.Connection, account_id: str) -> None:
+        conn.execute(
+            "INSERT INTO account_daily_usage (account_id, unit, day, usage) "
+            "VALUES (%s, 'gal', '2026-03-05', 10)",
+            (account_id,),
+        )
+        conn.execute(
+            "INSERT INTO account_period_usage (account_id, unit, period_start, period_end, usage)"
+            " VALUES (%s, 'gal', '2026-03-01', '2026-03-31', 10)",
+            (account_id,),
+        )
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        add_account(conn, "T1", daily=100, cycle_day=5)
+        add_account(conn, "T2", period=1000, bill=40, cycle_day=10)
+        add_account(conn, "T3")  # no rule: not tracked
+        assert apply_tracking_changes(conn) == 2
+        assert tracked(conn) == {
+            "T1": (True, 5, 100.0, None, None),
+            "T2": (True, 10, None, 1000.0, 40.0),
+        }
+        for account_id in ("T1", "T2"):
+            add_usage(conn, account_id)
+
+        conn.execute("UPDATE alert_settings SET daily_threshold = 200 WHERE account_id = 'T1'")
+        conn.execute("UPDATE accounts SET cycle_day = 20 WHERE account_id = 'T2'")
+        conn.execute("UPDATE alert_settings SET daily_threshold = 50 WHERE account_id = 'T3'")
+        assert apply_tracking_changes(conn) == 3
+        assert tracked(conn) == {
+            "T1": (True, 5, 200.0, None, None),
+            "T2": (True, 20, None, 1000.0, 40.0),
+            "T3": (True, 1, 50.0, None, None),
+        }
+        assert usage_rows(conn) == {("T1", "day"), ("T1", "period"), ("T2", "day")}
+
+        conn.execute(
+            "UPDATE alert_settings SET period_threshold = NULL, projected_bill_threshold = NULL"
+            " WHERE account_id = 'T2'"
+        )
+        conn.execute("INSERT INTO alert_tracking_queue (account_id) VALUES ('T1'), ('T1')")
+        assert apply_tracking_changes(conn) == 1  # T2 stops; T1 did not change
+        assert tracked(conn)["T2"] == (False, 20, None, 1000.0, 40.0)  # as it last was
+        assert usage_rows(conn) == {("T1", "day"), ("T1", "period")}
+        queue = conn.execute("SELECT count(*) FROM alert_tracking_queue").fetchone()
+        assert queue == (0,)
+        assert apply_tracking_changes(conn) == 0
