@@ -573,9 +573,11 @@ class DatabaseSink(FixedPartitionedSink[SinkItem, None]):
         self._workers = 1
         self._listed = 0
         self._lock = threading.Lock()
-        # The partition of the worker running on this thread (set when it lists its parts,
-        # which Bytewax does on the worker's own thread while building the dataflow).
-        self._local = threading.local()
+        # Thread id -> the partition of the worker running on that thread (set when it lists
+        # its parts, which Bytewax does on the worker's own thread while building the
+        # dataflow). Not a threading.local: Bytewax's worker threads are not Python's, and
+        # each time one takes the GIL it may get a fresh thread state, and an empty local.
+        self._parts: dict[int, str] = {}
 
     def prepare(self, process_id: int, workers: int) -> None:
         with self._lock:
@@ -586,11 +588,11 @@ class DatabaseSink(FixedPartitionedSink[SinkItem, None]):
             local = self._listed % self._workers
             self._listed += 1
             name = f"{self._process_id * self._workers + local:06d}"
-        self._local.part = name
+        self._parts[threading.get_ident()] = name
         return [name]
 
     def route(self, item: SinkItem) -> tuple[str, SinkItem]:
-        return getattr(self._local, "part", "000000"), item
+        return self._parts.get(threading.get_ident(), "000000"), item
 
     def part_fn(self, item_key: str) -> int:
         # Partition names are zero-padded indexes, so their sorted order is this index.

@@ -9,10 +9,15 @@ import time
 
 import psycopg
 import pytest
+from pipeline_fixtures import Scenario, load_accounts
 
+from meterwatch.settings import Settings
+from stream.flow import build_flow
 from stream.meter import StoredRead
 from stream.reads import Delivery, Rejected
+from stream.runner import execute
 from stream.sink import DatabaseSink, StoredFlag
+from stream.sources import FileSource
 
 
 def _rejected(n: int) -> Rejected:
@@ -91,3 +96,25 @@ def test_each_worker_keys_its_items_to_its_own_partition() -> None:
         thread.join()
     # Process 1 holds the cluster's partitions 2 and 3, of the sorted global 0..3.
     assert keys == {"000002": ("000002", 2), "000003": ("000003", 3)}
+
+
+def test_with_two_workers_each_writes_what_it_produced(
+    database_url: str, small_scenario: Scenario
+) -> None:
+    """Bytewax's worker threads are its own (each may take the GIL with a fresh Python thread
+    state): each must still find its partition, or one worker would write everything."""
+    load_accounts(database_url, small_scenario)
+    writers: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def count(conn: psycopg.Connection, reads: list[StoredRead], f: list[StoredFlag]) -> None:
+        with lock:
+            name = threading.current_thread().name
+            writers[name] = writers.get(name, 0) + len(reads)
+
+    flow = build_flow(
+        FileSource(small_scenario.reads, 500), database_url, flow_id="two", after_store=[count]
+    )
+    execute(flow, Settings(database_url=database_url), workers=2)
+    assert sorted(writers) == ["meterwatch-writer-0", "meterwatch-writer-1"]
+    assert all(n > 0 for n in writers.values())
