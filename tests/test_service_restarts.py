@@ -107,9 +107,19 @@ def start_redis() -> None:
 
 class Feed:
     """A head-end publishing a reads file in small chunks from a thread, through the retaining
-    publisher, acknowledging what the dataflow committed."""
+    publisher, acknowledging what the dataflow committed.
 
-    def __init__(self, database_url: str, stream_key: str, rows: list[dict[str, Any]]) -> None:
+    With `hold_back`, the last `hold_back` rows wait until `release` is set (`holding` says the
+    rest is out) and then go out at once: however fast the dataflow is, that many entries are
+    on the stream and not yet committed right after."""
+
+    def __init__(
+        self,
+        database_url: str,
+        stream_key: str,
+        rows: list[dict[str, Any]],
+        hold_back: int = 0,
+    ) -> None:
         self.client = redis.Redis.from_url(
             SERVERS.redis_url, socket_timeout=2, socket_connect_timeout=1
         )
@@ -117,6 +127,9 @@ class Feed:
         self.database_url = database_url
         self.stream_key = stream_key
         self.rows = rows
+        self.hold_back = hold_back
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.sent = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -126,11 +139,17 @@ class Feed:
 
     def _run(self) -> None:
         try:
-            for at in range(0, len(self.rows), 500):
-                self.publisher.publish(self.rows[at : at + 500])
-                self.sent = min(at + 500, len(self.rows))
+            cut = len(self.rows) - self.hold_back
+            for at in range(0, cut, 500):
+                self.publisher.publish(self.rows[at : min(at + 500, cut)])
+                self.sent = min(at + 500, cut)
                 self._acknowledge()
                 time.sleep(0.02)
+            if self.hold_back:
+                self.holding.set()
+                self.release.wait()
+                self.publisher.publish(self.rows[cut:])
+                self.sent = len(self.rows)
             # Faster than the dataflow: much is still unread. A head-end keeps running.
             while self._committed() < len(self.rows):
                 self.publisher.watch()
@@ -198,14 +217,18 @@ def ready(client: TestClient) -> tuple[int, dict[str, Any]]:
 
 
 def start_streaming(
-    database_url: str, scenario: Scenario, stream_key: str, tmp_path: Path
+    database_url: str,
+    scenario: Scenario,
+    stream_key: str,
+    tmp_path: Path,
+    hold_back: int = 0,
 ) -> tuple[list[dict[str, str]], StreamFlow, Feed]:
-    """The scenario's accounts imported, `meterwatch run` consuming and the head-end publishing,
-    returned once a quarter of the reads is committed."""
+    """The scenario's accounts imported, `meterwatch run` consuming and the head-end publishing
+    (see `Feed` for `hold_back`), returned once a quarter of the reads is committed."""
     load_accounts(database_url, scenario)
     rows = stream_rows(scenario)
     flow = StreamFlow(database_url, SERVERS.redis_url, stream_key, tmp_path / "flow")
-    feed = Feed(database_url, stream_key, rows)
+    feed = Feed(database_url, stream_key, rows, hold_back)
     flow.start()
     feed.start()
     try:
@@ -273,6 +296,10 @@ def test_postgres_restart_while_reads_stream(
     assert "database is back after" in log
 
 
+# rows the head-end sends at once just before Redis goes (of about 21,000)
+HELD_BACK = 9000
+
+
 @pytest.mark.slow
 def test_redis_restart_while_reads_stream(
     database_url: str,
@@ -281,11 +308,17 @@ def test_redis_restart_while_reads_stream(
     tmp_path: Path,
     api_client: TestClient,
 ) -> None:
-    rows, flow, feed = start_streaming(database_url, small_scenario, stream_key, tmp_path)
+    rows, flow, feed = start_streaming(
+        database_url, small_scenario, stream_key, tmp_path, hold_back=HELD_BACK
+    )
     try:
         # The stream holds entries the dataflow has not committed (nor, mostly, read) when
-        # Redis goes: those are what a restart without persistence loses.
-        wait_until(lambda: feed.sent == len(rows), 60, "the head-end to publish everything")
+        # Redis goes: those are what a restart without persistence loses. The head-end sends
+        # its last rows at once just before, so that this does not depend on which of it and
+        # the dataflow is faster.
+        wait_until(feed.holding.is_set, 60, "the head-end to publish all but the held rows")
+        feed.release.set()
+        wait_until(lambda: feed.sent == len(rows), 30, "the head-end to publish everything")
         unread = len(rows) - committed_deliveries(database_url, stream_key)
         # more than the dataflow holds in flight (a couple of source batches of 2,000)
         assert unread > 5000, unread
