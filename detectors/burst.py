@@ -95,7 +95,9 @@ class Burst(Detector):
             at = Facts(interval, context)
         rate = at.rate
         if self._since is None:
-            threshold = burst_bar(interval, context, profile, at)
+            # `burst_bar` is never below the class's floor: under it, no bar need be worked out
+            floor = at.limits.burst_min_rate
+            threshold = floor if rate < floor else burst_bar(interval, context, profile, at)
         else:  # the bar the burst was first measured against, with some hold
             threshold = self._threshold * (HOLD_SHARE if self._intervals >= 2 else 1.0)
         if rate >= threshold and profile.days >= WARMUP_DAYS:

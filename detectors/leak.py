@@ -140,6 +140,11 @@ class QuietHourLeak(Detector):
         start = interval.ts - interval.seconds
         hour_index = (start + utc_offset_s) // 3600
         if hour_index != self._hour[0]:
+            if (interval.ts + utc_offset_s) % 3600 == 0 or interval.seconds >= 3600:
+                # the hour is this one interval (hourly reads): nothing to add up
+                if self._hour[0] != -1:
+                    self._hour = [-1, 0, 0.0, 0]
+                return interval
             self._hour = [hour_index, start, 0.0, 0]
         acc = self._hour
         acc[2] += interval.value

@@ -73,6 +73,7 @@ class MeterProfile:
         "_mean",
         "_on",
         "_var",
+        "days",
         "learn_rate",
         "learned_s",
         "peak",
@@ -92,6 +93,9 @@ class MeterProfile:
         # day): an EW mean of the day's use over what the hourly means expected, Monday first
         self._day_factor = array("f", [1.0] * 7)
         self.learned_s = 0  # history learned (seconds)
+        # the same in days: an attribute, not a property, as four detectors read it at every
+        # interval (kept equal to learned_s / 86_400 wherever learned_s changes)
+        self.days = 0.0
         self.peak = 0.0  # the meter's peak flow (gal/h), see `observe_peak`
         self.step_s = 3600  # the meter's read interval (seconds), as last learned
         # the local clock hour being added up to judge whether the meter ran in it: hour
@@ -124,10 +128,6 @@ class MeterProfile:
     def day_factor(self, weekday: int) -> float:
         return self._day_factor[weekday]
 
-    @property
-    def days(self) -> float:
-        return self.learned_s / 86_400
-
     # --- learning ---------------------------------------------------------------------------
 
     def learn(
@@ -159,6 +159,7 @@ class MeterProfile:
         heavy = self._heavy[hour] * HEAVY_FADE
         self._heavy[hour] = heavy if heavy > rate else rate  # max(rate, heavy), without a call
         self.learned_s += interval.seconds
+        self.days = self.learned_s / 86_400
         self.step_s = interval.seconds
 
     def _count_running(self, local_start: int, interval: Interval, hold: bool) -> None:
@@ -252,3 +253,4 @@ class MeterProfile:
         self._mean, self._var, self._count = array("f", mean), array("f", var), array("H", count)
         self._on, self._heavy = array("f", on), array("f", heavy)
         self._day_factor = array("f", factor)
+        self.days = self.learned_s / 86_400
