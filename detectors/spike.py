@@ -83,7 +83,12 @@ class Spike(Detector):
             start, end, value, bar, before = pending
             if rate < burst_bar and before < burst_bar:
                 found = [self._finding(start, end, value, bar, profile)]
-        bar = self.is_spike(interval, context, profile, at)
+        # flow under MIN_SPIKE_RATE and the class's maximum clears no bar (see `is_spike`)
+        bar = (
+            self.is_spike(interval, context, profile, at)
+            if rate >= MIN_SPIKE_RATE or rate > at.limits.max_rate
+            else 0.0
+        )
         if bar:
             start = interval.ts - interval.seconds
             self._pending = (start, interval.ts, interval.value, bar, self._previous)
