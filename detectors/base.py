@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from detectors.config import ClassThresholds, thresholds_for
+from detectors.config import THRESHOLDS, ClassThresholds, thresholds_for
 
 if TYPE_CHECKING:
     from detectors.profile import MeterProfile
@@ -103,7 +103,10 @@ class Facts:
         self.hour = hour
         self.slot = hour + 24 if (local // 86_400 + EPOCH_WEEKDAY) % 7 >= 5 else hour
         self.rate = interval.value * 3600.0 / interval.seconds
-        self.limits: ClassThresholds = thresholds_for(context.customer_class)
+        # `thresholds_for`, without a call for the known classes
+        self.limits: ClassThresholds = THRESHOLDS.get(context.customer_class) or thresholds_for(
+            context.customer_class
+        )
 
     def with_rate(self, interval: Interval) -> Facts:
         """The same facts for another value over the same interval (expected use taken off)."""

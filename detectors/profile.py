@@ -108,7 +108,7 @@ class MeterProfile:
         return self._mean[slot]
 
     def std_at(self, slot: int) -> float:
-        return float(self._var[slot]) ** 0.5
+        return self._var[slot] ** 0.5  # (an array item is already a Python float)
 
     def observations(self, slot: int) -> int:
         return self._count[slot]
@@ -146,7 +146,9 @@ class MeterProfile:
         slot = at.slot
         rate = at.rate
         n = self._count[slot]
-        weight = max(self.learn_rate, 1.0 / (n + 1))
+        weight = 1.0 / (n + 1)
+        if not weight > self.learn_rate:  # max(learn_rate, 1 / (n + 1)), without a call
+            weight = self.learn_rate
         mean = self._mean[slot]
         diff = rate - mean
         # River's EWVar: var = (1 - a) * (var + a * diff^2); a new mean moves by a * diff
