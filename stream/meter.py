@@ -105,6 +105,8 @@ class MeterState:
     detectors learn by local hour); `bank_factory` makes the detectors of a new occupant."""
 
     __slots__ = (
+        "_context_key",
+        "_last_context",
         "account_id",
         "bank",
         "bank_factory",
@@ -136,6 +138,13 @@ class MeterState:
         self.kinds = bank_kinds(self.bank)  # the kinds the bank's detectors report
         self.flags = FlagTracker()
         self.gaps = GapTracker()
+        self._forget_context()
+
+    def _forget_context(self) -> None:
+        # the last interval's context and what it was made of (assignment, offset, register):
+        # consecutive reads of a meter nearly always share it
+        self._context_key: tuple[Assignment, int, bool] | None = None
+        self._last_context = MeterContext()
 
     def process(self, matched: MatchedRead) -> list[MeterOutput]:
         reading, assignment = matched.reading, matched.assignment
@@ -242,12 +251,16 @@ class MeterState:
         return outputs
 
     def _context(self, assignment: Assignment, epoch: int, kind: str) -> MeterContext:
-        return meter_context(
-            assignment.customer_class,
-            assignment.active,
-            utc_offset_s(self.tz, epoch),
-            kind == "register",
+        offset = _utc_offset(self.tz, epoch // 3600)  # `utc_offset_s`, one call fewer
+        key = self._context_key
+        register = kind == "register"
+        if key is not None and key[0] is assignment and key[1] == offset and key[2] is register:
+            return self._last_context
+        self._context_key = (assignment, offset, register)
+        self._last_context = context = meter_context(
+            assignment.customer_class, assignment.active, offset, register
         )
+        return context
 
     def _new_bank(self, bank: DetectorBank) -> None:
         self.bank = bank
@@ -295,6 +308,7 @@ class MeterState:
         state.flags.__setstate__(flags)
         state.gaps = GapTracker.__new__(GapTracker)
         state.gaps.__setstate__(gaps)
+        state._forget_context()
         return state
 
 
