@@ -159,7 +159,7 @@ class MeterState:
             ]
         last_ts = self.last_ts
         in_order = last_ts is None or epoch > last_ts
-        changed: list[FlagChange] = []  # flags closed because the meter changed hands
+        changed: list[FlagChange] | None = None  # flags closed as the meter changed hands
         new_occupant = False
         if in_order and assignment.account_id != self.account_id:
             # A new occupant uses water differently: close what was open, learn afresh.
@@ -231,20 +231,19 @@ class MeterState:
         if gaps:
             outputs.extend(self._writes(gaps))
         open_kinds = self.flags.open_kinds
-        findings: dict[str, Finding] = {}
         if value is not None and seconds:
             findings = self.bank.update(
                 Interval(epoch, seconds, value),
                 self._context(assignment, epoch, reading.kind),
                 open_kinds,
             )
-        kinds = self.kinds
-        if self.register is not None:
-            kinds += ("rollover",)
-            if rollover is not None:
-                findings["rollover"] = rollover
+        else:
+            findings = {}
+        if rollover is not None:
+            findings["rollover"] = rollover
         # With nothing found and nothing open, observing changes nothing: skip the walk.
         if findings or open_kinds:
+            kinds = self.kinds if self.register is None else (*self.kinds, "rollover")
             flag_changes = self.flags.observe(epoch, findings, kinds)
             if flag_changes:
                 outputs.extend(self._writes(flag_changes))
