@@ -169,7 +169,8 @@ class DetectorBank:
             profile.observe_peak(interval, at.rate)
             if interval.value >= 0:
                 hold_running = suspected is not None and "leak" in suspected
-                profile.learn(interval, context, hold_running=hold_running, at=at)
+                # (positional arguments: a faster call than keywords, once per interval)
+                profile.learn(interval, context, hold_running, at)
         elif outlier and at.rate <= at.limits.max_rate:
             # heavy flow kept out of the means (a possible burst: a sprinkler's first run)
             # still shows what this hour can pass; a physically impossible interval does not

@@ -134,7 +134,6 @@ class MeterProfile:
         self,
         interval: Interval,
         context: MeterContext,
-        *,
         hold_running: bool = False,
         at: Facts | None = None,
     ) -> None:
