@@ -14,7 +14,7 @@ last hour looking like a spike). The first high interval is held back from the p
 ...     iv = Interval((h + 1) * 3600, 3600, 20.0 if h % 24 == 7 else 1.0)
 ...     profile.learn(iv, ctx)
 ...     profile.observe_peak(iv)
->>> [detector.update(Interval((24 * 8 + 1 + h) * 3600, 3600, 300.0), ctx, profile) != []
+>>> [bool(detector.update(Interval((24 * 8 + 1 + h) * 3600, 3600, 300.0), ctx, profile))
 ...  for h in range(3)]
 [False, True, True]
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
 from detectors.profile import MeterProfile
 
 MIN_BURST_S = 2 * 3600
@@ -117,7 +117,7 @@ class Burst(Detector):
             or interval.ts - self._since < MIN_BURST_S
             or self._intervals < MIN_INTERVALS
         ):
-            return []
+            return NOTHING
         hours = (interval.ts - self._since) / 3600.0
         return [
             Finding(

@@ -36,7 +36,7 @@ are left to the burst detector; an inactive account's use is inactive usage, not
 >>> for d in range(7):
 ...     _ = day(d)
 >>> day(7)
-[]
+()
 >>> [(f.kind, f.details["leak_rate"]) for f in day(8, extra=2.0)]
 [('leak', 2.0)]
 """
@@ -47,7 +47,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
 from detectors.profile import RUNNING_RATE, MeterProfile
 
 STEADY_RUNNING = 0.97  # a continuous leak keeps the meter running nearly always
@@ -268,7 +268,7 @@ class QuietHourLeak(Detector):
 
     def _findings(self, needed: float) -> Sequence[Finding]:
         if not self._active or self._since is None:
-            return []
+            return NOTHING
         rate = self._rate if self._quiet_running else self._lowest
         severity = (
             "critical" if rate >= 50 else "high" if rate >= 10 else "medium" if rate >= 1 else "low"

@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
 from detectors.profile import MeterProfile, weekday_of
 
 MIN_OBSERVATIONS = 5  # per profile slot before it is trusted
@@ -133,7 +133,7 @@ class UsageAnomaly(Detector):
                     self._since = self._yesterday_first or self._first
         self.suspicious = self._since is not None or self._z >= Z_SUSPICIOUS
         if self._since is None:
-            return []
+            return NOTHING
         ratio = self._used / self._usual if self._usual > 0 else float("inf")
         return [
             Finding(
