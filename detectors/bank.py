@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-from detectors.base import Detector, Finding, Interval, MeterContext
+from detectors.base import Detector, Facts, Finding, Interval, MeterContext
 from detectors.burst import Burst
-from detectors.config import thresholds_for
 from detectors.feedback import Allowance
 from detectors.inactive import InactiveUsage
 from detectors.leak import QuietHourLeak
@@ -61,6 +60,8 @@ PROTECTED_BY = (
 # suspicions do not: a habit that looks odd at first (watering at dawn twice a week) must be
 # learned, or it looks odd forever.
 OUTLIER_KINDS = ("burst", "spike")
+PROTECTED_SET = frozenset(PROTECTED_BY)
+OUTLIER_SET = frozenset(OUTLIER_KINDS)
 
 
 # The tests that judge flow against what the meter normally passes see it with the expected
@@ -103,14 +104,13 @@ class DetectorBank:
         """Allow this expected use from now on (None: nothing beyond the profile)."""
         self.expected = allowance
 
-    def _allowed(self, interval: Interval, context: MeterContext) -> Interval:
+    def _allowed(self, interval: Interval, at: Facts) -> Interval:
         """The interval with the expected use taken off (never below zero), when the flow
         shows it running: an hour of ordinary use below it (before the cooler is switched on
         for the summer) is left as it is, or the profile would learn that the meter is still
         whenever its use is small."""
         assert self.expected is not None
-        hour = ((interval.ts - interval.seconds + context.utc_offset_s) // 3600) % 24
-        allowed = self.expected[hour] * interval.seconds / 3600.0
+        allowed = self.expected[at.hour] * interval.seconds / 3600.0
         running = allowed > 0 and interval.value >= RUNNING_SHARE * allowed
         # the expected use runs for a while (a cooler, a sprinkler's cycle): one hour of
         # ordinary use that happens to reach it is not it
@@ -127,41 +127,54 @@ class DetectorBank:
         self, interval: Interval, context: MeterContext, open_kinds: Collection[str] = ()
     ) -> dict[str, Finding]:
         profile = self.profile
-        raw = interval
+        raw_at = at = Facts(interval, context)  # worked out once, for every detector
+        raw_interval = interval
         if self.expected is not None:
-            interval = self._allowed(interval, context)
+            interval = self._allowed(interval, at)
+            if interval is not raw_interval:
+                at = raw_at.with_rate(interval)
         found: dict[str, Finding] = {}
-        suspected: set[str] = set()
-        held_back: set[str] = set()
+        suspected: list[str] | None = None  # kinds a detector is gathering evidence for
         for detector in self.detectors:
-            seen = (
-                raw if raw is not interval and type(detector) not in ALLOWANCE_APPLIES else interval
-            )
-            for finding in detector.update(seen, context, profile):
-                found[finding.kind] = finding
+            if interval is raw_interval or type(detector) in ALLOWANCE_APPLIES:
+                findings = detector.update(interval, context, profile, at)
+            else:
+                findings = detector.update(raw_interval, context, profile, raw_at)
+            if findings:
+                for finding in findings:
+                    found[finding.kind] = finding
             if detector.suspicious:
-                for kind in detector.kinds:
+                if suspected is None:
+                    suspected = []
+                suspected.extend(detector.kinds)
+        # Most intervals: nothing found, nothing suspected, nothing to explain away.
+        outlier = False
+        if found or suspected:
+            held_back: set[str] = set()
+            if suspected:
+                outlier = not OUTLIER_SET.isdisjoint(suspected)
+                for kind in suspected:
                     held_back.update(SUSPICION_EXPLAINS.get(kind, ()))
-                    suspected.add(kind)
-        outlier = not suspected.isdisjoint(OUTLIER_KINDS)
-        for kind in list(found):
-            held_back.update(EXPLAINS.get(kind, ()))
-        for kind in held_back:
-            if kind in open_kinds:
-                continue
-            found.pop(kind, None)
-            for detector in self.detectors:
-                if kind in detector.kinds:
-                    detector.explained(kind)
-        if not outlier and not any(k in found for k in PROTECTED_BY):
+            for kind in found:
+                held_back.update(EXPLAINS.get(kind, ()))
+            for kind in held_back:
+                if kind in open_kinds:
+                    continue
+                found.pop(kind, None)
+                for detector in self.detectors:
+                    if kind in detector.kinds:
+                        detector.explained(kind)
+        if not outlier and (not found or PROTECTED_SET.isdisjoint(found)):
             # the peak first, so that heavy flow is judged against a peak that includes it
-            profile.observe_peak(interval)
+            profile.observe_peak(interval, at.rate)
             if interval.value >= 0:
-                profile.learn(interval, context, hold_running="leak" in suspected)
-        elif outlier and interval.rate <= thresholds_for(context.customer_class).max_rate:
+                hold_running = suspected is not None and "leak" in suspected
+                # (positional arguments: a faster call than keywords, once per interval)
+                profile.learn(interval, context, hold_running, at)
+        elif outlier and at.rate <= at.limits.max_rate:
             # heavy flow kept out of the means (a possible burst: a sprinkler's first run)
             # still shows what this hour can pass; a physically impossible interval does not
-            profile.note_heavy(interval, context)
+            profile.note_heavy(interval, context, at)
         return found
 
     def late(

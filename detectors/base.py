@@ -14,13 +14,17 @@ meter it touched each epoch. A detector scores an interval before it learns from
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from detectors.config import THRESHOLDS, ClassThresholds, thresholds_for
 
 if TYPE_CHECKING:
     from detectors.profile import MeterProfile
 
 SEVERITIES = ("low", "medium", "high", "critical")
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,13 +77,54 @@ class Finding:
     ended_at: int | None = None
 
 
+class Facts:
+    """What the detectors work out from an interval's times and its meter's class: its start
+    (epoch seconds), its local start (the utility's clock, as epoch seconds), the local hour,
+    the profile slot (local hour, + 24 on a weekend: see `profile.slot_of`), the flow rate
+    (per hour) and the class's thresholds.
+
+    The bank works them out once per interval and hands them to every detector and to the
+    profile (eight detectors each working out the same slot and thresholds cost more than
+    the tests themselves); a detector or profile called on its own makes its own.
+
+    >>> at = Facts(Interval(8 * 3600, 3600, 5.0), MeterContext(utc_offset_s=-3600))
+    >>> at.start, at.local_start, at.hour, at.slot, at.rate, at.limits.max_rate
+    (25200, 21600, 6, 6, 5.0, 1200.0)
+    """
+
+    __slots__ = ("hour", "limits", "local_start", "rate", "slot", "start")
+
+    def __init__(self, interval: Interval, context: MeterContext) -> None:
+        start = interval.ts - interval.seconds
+        local = start + context.utc_offset_s
+        hour = (local // 3600) % 24
+        self.start = start
+        self.local_start = local
+        self.hour = hour
+        self.slot = hour + 24 if (local // 86_400 + EPOCH_WEEKDAY) % 7 >= 5 else hour
+        self.rate = interval.value * 3600.0 / interval.seconds
+        # `thresholds_for`, without a call for the known classes
+        self.limits: ClassThresholds = THRESHOLDS.get(context.customer_class) or thresholds_for(
+            context.customer_class
+        )
+
+    def with_rate(self, interval: Interval) -> Facts:
+        """The same facts for another value over the same interval (expected use taken off)."""
+        other = Facts.__new__(Facts)
+        other.start, other.local_start = self.start, self.local_start
+        other.hour, other.slot, other.limits = self.hour, self.slot, self.limits
+        other.rate = interval.value * 3600.0 / interval.seconds
+        return other
+
+
 class Detector(ABC):
     """One algorithm over one meter's intervals.
 
     `update` scores the interval against the meter's learned `profile` (which the bank
     updates afterwards, and only while nothing abnormal holds) and against the detector's own
     state, and returns the findings of the kinds in `kinds` that hold at this interval; a kind
-    absent from the result does not hold (an open flag of that kind closes).
+    absent from the result does not hold (an open flag of that kind closes). Most intervals
+    hold nothing: returning `NOTHING` then spares a list.
     """
 
     kinds: ClassVar[tuple[str, ...]]
@@ -89,8 +134,13 @@ class Detector(ABC):
 
     @abstractmethod
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]: ...
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        """`at` is `Facts(interval, context)`, when the caller has it already (the bank)."""
 
     def explained(self, kind: str) -> None:  # noqa: B027  (most detectors keep no evidence)
         """Another finding explains this detector's `kind` away (a stuck reading explains the
@@ -102,6 +152,9 @@ class Detector(ABC):
 
     @abstractmethod
     def __setstate__(self, state: tuple[Any, ...]) -> None: ...
+
+
+NOTHING: tuple[Finding, ...] = ()  # no finding holds (shared: an empty tuple cannot change)
 
 
 def clamp01(value: float) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext
+from detectors.base import Detector, Facts, Finding, Interval, MeterContext
 from detectors.profile import MeterProfile
 
 
@@ -29,7 +29,11 @@ class TwentyFourHourRule(Detector):
         self._since: int | None = None
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
     ) -> list[Finding]:
         if interval.rate >= self.min_rate:
             if self._since is None:

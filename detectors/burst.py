@@ -14,18 +14,18 @@ last hour looking like a spike). The first high interval is held back from the p
 ...     iv = Interval((h + 1) * 3600, 3600, 20.0 if h % 24 == 7 else 1.0)
 ...     profile.learn(iv, ctx)
 ...     profile.observe_peak(iv)
->>> [detector.update(Interval((24 * 8 + 1 + h) * 3600, 3600, 300.0), ctx, profile) != []
+>>> [bool(detector.update(Interval((24 * 8 + 1 + h) * 3600, 3600, 300.0), ctx, profile))
 ...  for h in range(3)]
 [False, True, True]
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
-from detectors.config import thresholds_for
-from detectors.profile import MeterProfile, slot_of
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.profile import MeterProfile
 
 MIN_BURST_S = 2 * 3600
 MIN_INTERVALS = 2
@@ -44,14 +44,18 @@ MIN_SLOT_OBSERVATIONS = 5
 WARMUP_DAYS = 7.0  # a week of history shows the meter's regular heavy use (irrigation days)
 
 
-def burst_bar(interval: Interval, context: MeterContext, profile: MeterProfile) -> float:
+def burst_bar(
+    interval: Interval, context: MeterContext, profile: MeterProfile, at: Facts | None = None
+) -> float:
     """The flow above which this interval is burst-sized: at least the class's floor, and
     either `burst_peak_factor` times the meter's peak, or `SLOT_SPREADS` standard deviations
     above what the meter passes at that hour of the week — heavy flow at an hour it never
     comes is the burst's signature, even below the meter's peak (set by its sprinkler); at an
     hour that has recently seen heavy flow, `burst_peak_factor` times that flow."""
-    limits = thresholds_for(context.customer_class)
-    slot = slot_of(interval.ts - interval.seconds, context.utc_offset_s)
+    if at is None:
+        at = Facts(interval, context)
+    limits = at.limits
+    slot = at.slot
     habitual = profile.habitual_flow(slot % 24)
     heavy_hour = habitual > 0 and habitual >= HABITUAL_OF_PEAK * profile.peak
     bar = limits.burst_peak_factor * (max(profile.peak, habitual) if heavy_hour else profile.peak)
@@ -81,11 +85,19 @@ class Burst(Detector):
         self._lowest = 0.0
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        rate = interval.rate
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        if at is None:
+            at = Facts(interval, context)
+        rate = at.rate
         if self._since is None:
-            threshold = burst_bar(interval, context, profile)
+            # `burst_bar` is never below the class's floor: under it, no bar need be worked out
+            floor = at.limits.burst_min_rate
+            threshold = floor if rate < floor else burst_bar(interval, context, profile, at)
         else:  # the bar the burst was first measured against, with some hold
             threshold = self._threshold * (HOLD_SHARE if self._intervals >= 2 else 1.0)
         if rate >= threshold and profile.days >= WARMUP_DAYS:
@@ -105,7 +117,7 @@ class Burst(Detector):
             or interval.ts - self._since < MIN_BURST_S
             or self._intervals < MIN_INTERVALS
         ):
-            return []
+            return NOTHING
         hours = (interval.ts - self._since) / 3600.0
         return [
             Finding(

@@ -14,9 +14,10 @@ closes after a day without use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext
 from detectors.profile import MeterProfile
 
 MIN_VOLUME = 5.0  # gal
@@ -34,11 +35,15 @@ class InactiveUsage(Detector):
         self._volume = 0.0
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
         if context.active:
             self._since, self._volume = None, 0.0
-            return []
+            return NOTHING
         if interval.value >= 0.05:
             if self._since is None:
                 self._since, self._volume = interval.ts - interval.seconds, 0.0
@@ -47,7 +52,7 @@ class InactiveUsage(Detector):
         elif self._since is not None and interval.ts - self._last_use > HOLD_S:
             self._since, self._volume = None, 0.0
         if self._since is None or self._volume < MIN_VOLUME:
-            return []
+            return NOTHING
         return [
             Finding(
                 kind="inactive_usage",

@@ -36,7 +36,7 @@ are left to the burst detector; an inactive account's use is inactive usage, not
 >>> for d in range(7):
 ...     _ = day(d)
 >>> day(7)
-[]
+()
 >>> [(f.kind, f.details["leak_rate"]) for f in day(8, extra=2.0)]
 [('leak', 2.0)]
 """
@@ -44,11 +44,11 @@ are left to the burst detector; an inactive account's use is inactive usage, not
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
-from detectors.config import thresholds_for
-from detectors.profile import RUNNING_RATE, MeterProfile, slot_of
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.profile import RUNNING_RATE, MeterProfile
 
 STEADY_RUNNING = 0.97  # a continuous leak keeps the meter running nearly always
 STEADY_MAX_P = 0.5  # hours in which the meter runs more often than this tell too little
@@ -110,15 +110,17 @@ class QuietHourLeak(Detector):
         self._hour: list[Any] = [-1, 0, 0.0, 0]
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        limits = thresholds_for(context.customer_class)
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        if at is None:
+            at = Facts(interval, context)
+        limits = at.limits
         needed = limits.leak_evidence
-        if (
-            not context.active
-            or profile.days < WARMUP_DAYS
-            or interval.rate >= limits.burst_min_rate
-        ):
+        if not context.active or profile.days < WARMUP_DAYS or at.rate >= limits.burst_min_rate:
             if not context.active:
                 self._close()
             self._hour = [-1, 0, 0.0, 0]
@@ -126,7 +128,9 @@ class QuietHourLeak(Detector):
             return self._findings(needed)
         hourly = self._add_to_hour(interval, context.utc_offset_s)
         if hourly is not None:
-            self._test(hourly, context, profile, needed)
+            # an hour of one interval has that interval's facts
+            hourly_at = at if hourly.seconds == interval.seconds else Facts(hourly, context)
+            self._test(hourly, context, profile, needed, hourly_at)
         self.suspicious = self._building(needed)
         return self._findings(needed)
 
@@ -136,6 +140,11 @@ class QuietHourLeak(Detector):
         start = interval.ts - interval.seconds
         hour_index = (start + utc_offset_s) // 3600
         if hour_index != self._hour[0]:
+            if (interval.ts + utc_offset_s) % 3600 == 0 or interval.seconds >= 3600:
+                # the hour is this one interval (hourly reads): nothing to add up
+                if self._hour[0] != -1:
+                    self._hour = [-1, 0, 0.0, 0]
+                return interval
             self._hour = [hour_index, start, 0.0, 0]
         acc = self._hour
         acc[2] += interval.value
@@ -146,15 +155,20 @@ class QuietHourLeak(Detector):
         return Interval(interval.ts, acc[3], acc[2])
 
     def _test(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile, needed: float
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        needed: float,
+        at: Facts,
     ) -> None:
         """One complete hour through both tests, and the flag's bookkeeping."""
-        limits = thresholds_for(context.customer_class)
+        limits = at.limits
         rate = interval.rate
-        start = interval.ts - interval.seconds
+        start = at.start
         hours = interval.seconds / 3600.0
-        slot = slot_of(start, context.utc_offset_s)
-        hour = slot % 24
+        slot = at.slot
+        hour = at.hour
         share = profile.on_share(hour)
         p = max(running_chance(profile, hour), MIN_CHANCE)
         running = rate >= RUNNING_RATE
@@ -252,9 +266,9 @@ class QuietHourLeak(Detector):
         self._active, self._since = False, None
         self._steady = self._flapping = 0.0
 
-    def _findings(self, needed: float) -> list[Finding]:
+    def _findings(self, needed: float) -> Sequence[Finding]:
         if not self._active or self._since is None:
-            return []
+            return NOTHING
         rate = self._rate if self._quiet_running else self._lowest
         severity = (
             "critical" if rate >= 50 else "high" if rate >= 10 else "medium" if rate >= 1 else "low"

@@ -31,10 +31,11 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from detectors.base import Interval, MeterContext
+from detectors.base import EPOCH_WEEKDAY, Facts, Interval, MeterContext
+
+__all__ = ["EPOCH_WEEKDAY", "MeterProfile", "slot_of", "weekday_of"]
 
 SLOTS = 48  # 24 hours x (working day, weekend)
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 # Flow rate at or above which the meter counts as running (gal/h): below it are the drips
 # and the ice maker; a meter's lowest registered step is commonly 0.1 gal.
 RUNNING_RATE = 0.4
@@ -72,6 +73,7 @@ class MeterProfile:
         "_mean",
         "_on",
         "_var",
+        "days",
         "learn_rate",
         "learned_s",
         "peak",
@@ -91,6 +93,9 @@ class MeterProfile:
         # day): an EW mean of the day's use over what the hourly means expected, Monday first
         self._day_factor = array("f", [1.0] * 7)
         self.learned_s = 0  # history learned (seconds)
+        # the same in days: an attribute, not a property, as four detectors read it at every
+        # interval (kept equal to learned_s / 86_400 wherever learned_s changes)
+        self.days = 0.0
         self.peak = 0.0  # the meter's peak flow (gal/h), see `observe_peak`
         self.step_s = 3600  # the meter's read interval (seconds), as last learned
         # the local clock hour being added up to judge whether the meter ran in it: hour
@@ -103,7 +108,7 @@ class MeterProfile:
         return self._mean[slot]
 
     def std_at(self, slot: int) -> float:
-        return float(self._var[slot]) ** 0.5
+        return self._var[slot] ** 0.5  # (an array item is already a Python float)
 
     def observations(self, slot: int) -> int:
         return self._count[slot]
@@ -123,23 +128,26 @@ class MeterProfile:
     def day_factor(self, weekday: int) -> float:
         return self._day_factor[weekday]
 
-    @property
-    def days(self) -> float:
-        return self.learned_s / 86_400
-
     # --- learning ---------------------------------------------------------------------------
 
     def learn(
-        self, interval: Interval, context: MeterContext, *, hold_running: bool = False
+        self,
+        interval: Interval,
+        context: MeterContext,
+        hold_running: bool = False,
+        at: Facts | None = None,
     ) -> None:
         """Learn one interval. `hold_running` leaves how often the meter runs at this hour
         alone: a leak the detector is gathering evidence for must not teach the profile that
-        the meter runs at night."""
-        start = interval.ts - interval.seconds
-        slot = slot_of(start, context.utc_offset_s)
-        rate = interval.rate
+        the meter runs at night. `at`: the interval's `Facts`, if the caller has them."""
+        if at is None:
+            at = Facts(interval, context)
+        slot = at.slot
+        rate = at.rate
         n = self._count[slot]
-        weight = max(self.learn_rate, 1.0 / (n + 1))
+        weight = 1.0 / (n + 1)
+        if not weight > self.learn_rate:  # max(learn_rate, 1 / (n + 1)), without a call
+            weight = self.learn_rate
         mean = self._mean[slot]
         diff = rate - mean
         # River's EWVar: var = (1 - a) * (var + a * diff^2); a new mean moves by a * diff
@@ -147,10 +155,12 @@ class MeterProfile:
         self._mean[slot] = mean + weight * diff
         if n < 65_535:
             self._count[slot] = n + 1
-        hour = slot % 24
-        self._count_running(start + context.utc_offset_s, interval, hold_running)
-        self._heavy[hour] = max(rate, self._heavy[hour] * HEAVY_FADE)
+        hour = at.hour
+        self._count_running(at.local_start, interval, hold_running)
+        heavy = self._heavy[hour] * HEAVY_FADE
+        self._heavy[hour] = heavy if heavy > rate else rate  # max(rate, heavy), without a call
         self.learned_s += interval.seconds
+        self.days = self.learned_s / 86_400
         self.step_s = interval.seconds
 
     def _count_running(self, local_start: int, interval: Interval, hold: bool) -> None:
@@ -158,33 +168,43 @@ class MeterProfile:
         15-minute meter is still in three quarters of a busy hour and runs in the fourth.
         Intervals add up into their local hour, which counts once it is complete."""
         hour_index = local_start // 3600
-        if hour_index != self._hour[0]:
-            self._hour = [hour_index, 0.0, 0, 0]
         acc = self._hour
-        acc[1] += interval.value
-        acc[2] += interval.seconds
-        acc[3] = acc[3] or hold
-        if (local_start + interval.seconds) % 3600 and acc[2] < 3600:
-            return  # the hour is not complete yet
-        self._hour = [-1, 0.0, 0, 0]
-        if acc[3]:
+        if hour_index != acc[0]:  # a new hour: what was added up before is left behind
+            volume = 0.0 + interval.value
+            seconds = interval.seconds
+            held = hold
+        else:
+            volume = acc[1] + interval.value
+            seconds = acc[2] + interval.seconds
+            held = acc[3] or hold
+        if (local_start + interval.seconds) % 3600 and seconds < 3600:
+            self._hour = [hour_index, volume, seconds, held]  # the hour is not complete yet
+            return
+        if acc[0] != -1:
+            self._hour = [-1, 0.0, 0, 0]
+        if held:
             return
         hour = hour_index % 24
-        weight = max(self.learn_rate, 1.0 / (self.hours_observed(hour) + 1.0))
-        running = 1.0 if acc[1] * 3600.0 / acc[2] >= RUNNING_RATE else 0.0
+        count = self._count
+        # `hours_observed(hour)`, inline: this runs for every hour of every meter
+        observed = (count[hour] + count[hour + 24]) * self.step_s / 3600.0
+        weight = max(self.learn_rate, 1.0 / (observed + 1.0))
+        running = 1.0 if volume * 3600.0 / seconds >= RUNNING_RATE else 0.0
         self._on[hour] += weight * (running - self._on[hour])
 
     def hours_observed(self, hour: int) -> float:
         """How many times this local hour has been learned (hours, whatever the interval)."""
         return (self._count[hour] + self._count[hour + 24]) * self.step_s / 3600.0
 
-    def note_heavy(self, interval: Interval, context: MeterContext) -> None:
+    def note_heavy(
+        self, interval: Interval, context: MeterContext, at: Facts | None = None
+    ) -> None:
         """Remember heavy flow at this local hour without learning the interval otherwise:
         an outlier kept out of the means (a sprinkler's first run, or its first run on a new
         day) still shows what this hour of the day can pass."""
-        local = interval.ts - interval.seconds + context.utc_offset_s
-        hour = (local // 3600) % 24
-        self._heavy[hour] = max(self._heavy[hour], interval.rate)
+        if at is None:
+            at = Facts(interval, context)
+        self._heavy[at.hour] = max(self._heavy[at.hour], at.rate)
 
     def learn_day(self, weekday: int, used: float, expected: float) -> None:
         """Learn how a whole day of the week compared with what the hourly means expected."""
@@ -192,11 +212,14 @@ class MeterProfile:
             ratio = min(used / expected, 10.0)
             self._day_factor[weekday] += DAY_FACTOR_RATE * (ratio - self._day_factor[weekday])
 
-    def observe_peak(self, interval: Interval) -> None:
+    def observe_peak(self, interval: Interval, rate: float | None = None) -> None:
         """Follow the meter's peak flow: the highest rate seen, decaying by about 1 % a day.
-        (The bank keeps bursts and spikes out of it.)"""
+        (The bank keeps bursts and spikes out of it.) `rate`: the interval's, if known."""
         decay = 1.0 - 0.0004 * interval.seconds / 3600.0
-        self.peak = max(interval.rate, self.peak * decay)
+        if rate is None:
+            rate = interval.rate
+        held = self.peak * decay
+        self.peak = held if held > rate else rate  # max(rate, held), without a call
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (
@@ -231,3 +254,4 @@ class MeterProfile:
         self._mean, self._var, self._count = array("f", mean), array("f", var), array("H", count)
         self._on, self._heavy = array("f", on), array("f", heavy)
         self._day_factor = array("f", factor)
+        self.days = self.learned_s / 86_400

@@ -7,17 +7,18 @@ ordinary use between them (`hold_s`), so one backflow episode is one flag.
 >>> from detectors.base import Interval, MeterContext
 >>> from detectors.profile import MeterProfile
 >>> detector, ctx, profile = ReverseFlow(), MeterContext(), MeterProfile()
->>> detector.update(Interval(3600, 3600, 5.0), ctx, profile)
-[]
+>>> detector.update(Interval(3600, 3600, 5.0), ctx, profile)  # nothing holds
+()
 >>> [f.kind for f in detector.update(Interval(7200, 3600, -2.5), ctx, profile)]
 ['reverse_flow']
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
 from detectors.profile import MeterProfile
 
 
@@ -35,8 +36,12 @@ class ReverseFlow(Detector):
         self._largest = 0.0
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
         if interval.value < -self.tolerance:
             if self._started is None:
                 self._started = interval.ts - interval.seconds
@@ -47,7 +52,7 @@ class ReverseFlow(Detector):
         elif self._started is not None and interval.ts - self._last_negative > self.hold_s:
             self._started = None
         if self._started is None:
-            return []
+            return NOTHING
         volume = self._volume
         return [
             Finding(

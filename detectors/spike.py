@@ -14,18 +14,18 @@ is known to stand alone. A read that arrives late, after newer ones, is judged o
 ...     iv = Interval((h + 1) * 3600, 3600, 30.0 if h % 24 == 7 else 1.0)
 ...     profile.learn(iv, ctx)
 ...     profile.observe_peak(iv)
->>> detector.update(Interval((24 * 8 + 1) * 3600, 3600, 2000.0), ctx, profile)
-[]
+>>> detector.update(Interval((24 * 8 + 1) * 3600, 3600, 2000.0), ctx, profile)  # not yet
+()
 >>> [f.kind for f in detector.update(Interval((24 * 8 + 2) * 3600, 3600, 1.0), ctx, profile)]
 ['spike']
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext
-from detectors.config import thresholds_for
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext
 from detectors.profile import MeterProfile
 
 MIN_SPIKE_RATE = 60.0  # gal/h: below this nothing is implausible, however quiet the meter
@@ -43,34 +43,52 @@ class Spike(Detector):
         self._pending: tuple[int, int, float, float, float] | None = None
         self._previous = 0.0  # flow rate of the interval before the current one (gal/h)
 
-    def is_spike(self, interval: Interval, context: MeterContext, profile: MeterProfile) -> float:
+    def is_spike(
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> float:
         """The bar the interval clears (0 when it clears none): the class's physical maximum,
         or `spike_factor` times the meter's peak or its recent heavy flow at that hour."""
-        rate = interval.rate
-        limits = thresholds_for(context.customer_class)
+        if at is None:
+            at = Facts(interval, context)
+        rate = at.rate
+        limits = at.limits
         if rate > limits.max_rate:
             return limits.max_rate
-        if profile.days < WARMUP_DAYS:
-            return 0.0
-        hour = ((interval.ts - interval.seconds + context.utc_offset_s) // 3600) % 24
-        habitual = profile.habitual_flow(hour)
+        if rate < MIN_SPIKE_RATE or profile.days < WARMUP_DAYS:
+            return 0.0  # below every bar (none is under MIN_SPIKE_RATE), or too early to say
+        habitual = profile.habitual_flow(at.hour)
         bar = max(MIN_SPIKE_RATE, limits.spike_factor * max(profile.peak, habitual))
         return bar if rate >= bar else 0.0
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        rate = interval.rate
-        found: list[Finding] = []
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        if at is None:
+            at = Facts(interval, context)
+        rate = at.rate
+        found: Sequence[Finding] = NOTHING
         pending = self._pending
         if pending is not None:
             self._pending = None
-            limits = thresholds_for(context.customer_class)
+            limits = at.limits
             burst_bar = max(limits.burst_min_rate, limits.burst_peak_factor * profile.peak)
             start, end, value, bar, before = pending
             if rate < burst_bar and before < burst_bar:
-                found.append(self._finding(start, end, value, bar, profile))
-        bar = self.is_spike(interval, context, profile)
+                found = [self._finding(start, end, value, bar, profile)]
+        # flow under MIN_SPIKE_RATE and the class's maximum clears no bar (see `is_spike`)
+        bar = (
+            self.is_spike(interval, context, profile, at)
+            if rate >= MIN_SPIKE_RATE or rate > at.limits.max_rate
+            else 0.0
+        )
         if bar:
             start = interval.ts - interval.seconds
             self._pending = (start, interval.ts, interval.value, bar, self._previous)

@@ -19,11 +19,11 @@ the same run means the register is not moving: that is reported as `stuck_readin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
-from detectors.config import thresholds_for
-from detectors.profile import MeterProfile, slot_of
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.profile import MeterProfile
 
 ZERO = 0.05  # gal in an interval: below this the meter did not move
 WARMUP_DAYS = 3.0
@@ -41,25 +41,30 @@ class StoppedMeter(Detector):
         self._expected = 0.0  # volume the profile expected since the run began (gal)
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        limits = thresholds_for(context.customer_class)
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
         if abs(interval.value) >= ZERO or not context.active or profile.days < WARMUP_DAYS:
             self._since, self._expected = None, 0.0
             self.suspicious = False
-            return []
-        start = interval.ts - interval.seconds
+            return NOTHING
+        if at is None:
+            at = Facts(interval, context)
+        limits = at.limits
+        start = at.start
         if self._since is None:
             self._since, self._expected = start, 0.0
-        slot = slot_of(start, context.utc_offset_s)
-        self._expected += profile.mean_at(slot) * interval.seconds / 3600.0
+        self._expected += profile.mean_at(at.slot) * interval.seconds / 3600.0
         days = (interval.ts - self._since) / 86_400
         # Keep a suspicious stretch of zeros out of the profile, so that it does not learn
         # that the meter is normally still.
         self.suspicious = days >= 0.25 and self._expected >= limits.stopped_min_volume / 4
         needed_days = limits.stuck_register_days if context.register else limits.stopped_days
         if days < needed_days or self._expected < limits.stopped_min_volume:
-            return []
+            return NOTHING
         kind = "stuck_reading" if context.register else "stopped_meter"
         what = (
             "the register has not moved"

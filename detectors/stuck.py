@@ -20,10 +20,11 @@ quiet hours, and a register that stops moving is reported by the stopped-meter d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext
-from detectors.profile import MeterProfile, slot_of
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext
+from detectors.profile import MeterProfile
 
 MIN_HOURS = 12.0
 MIN_INTERVALS = 6  # a single long interval (a register read after a gap) is not a repeat
@@ -45,19 +46,26 @@ class StuckReading(Detector):
         self._busy = 0  # intervals of the run at hours when the meter is usually running
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        start = interval.ts - interval.seconds
-        slot = slot_of(start, context.utc_offset_s)
-        spread = profile.std_at(slot)
-        busy = profile.on_share(slot % 24) >= BUSY_SHARE
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        if at is None:
+            at = Facts(interval, context)
+        spread = profile.std_at(at.slot)
         if interval.value > 0.05 and interval.value == self._value and self._since is not None:
             self._count += 1
             self._spread += spread
-            self._busy += busy
+            self._busy += profile.on_share(at.hour) >= BUSY_SHARE
         else:
-            self._value, self._since, self._count, self._spread = (interval.value, start, 1, spread)
-            self._busy = 0
+            # a new value starts a run of one, shorter than MIN_INTERVALS: nothing to report
+            # (the common case)
+            self._value, self._since, self._count = interval.value, at.start, 1
+            self._spread, self._busy = spread, 0
+            self.suspicious = False
+            return NOTHING
         hours = (interval.ts - self._since) / 3600.0
         # Repeating a value through an hour when use normally varies is already suspicious:
         # it holds back a leak that the same repeats would seem to show at night. (A real
@@ -69,7 +77,7 @@ class StuckReading(Detector):
             or self._spread / self._count < MIN_SPREAD
             or profile.days < 2
         ):
-            return []
+            return NOTHING
         return [
             Finding(
                 kind="stuck_reading",

@@ -32,11 +32,11 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detectors.base import Detector, Finding, Interval, MeterContext, clamp01
-from detectors.config import thresholds_for
-from detectors.profile import MeterProfile, slot_of, weekday_of
+from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
+from detectors.profile import MeterProfile, weekday_of
 
 MIN_OBSERVATIONS = 5  # per profile slot before it is trusted
 MIN_HOURS = 10.0  # counted hours in a day before it can be judged
@@ -70,11 +70,17 @@ class UsageAnomaly(Detector):
         self._yesterday_first: int | None = None
 
     def update(
-        self, interval: Interval, context: MeterContext, profile: MeterProfile
-    ) -> list[Finding]:
-        limits = thresholds_for(context.customer_class)
-        start = interval.ts - interval.seconds
-        day = (start + context.utc_offset_s) // 86_400
+        self,
+        interval: Interval,
+        context: MeterContext,
+        profile: MeterProfile,
+        at: Facts | None = None,
+    ) -> Sequence[Finding]:
+        if at is None:
+            at = Facts(interval, context)
+        limits = at.limits
+        start = at.start
+        day = at.local_start // 86_400
         if day != self._day:
             self._yesterday_z = self._z if self._hours >= MIN_HOURS else 0.0
             self._yesterday_first = self._first
@@ -94,10 +100,10 @@ class UsageAnomaly(Detector):
             )
             self._first, self._z, self._hourly, self._counted = None, 0.0, 0.0, 0.0
             self._weekday = weekday_of(start, context.utc_offset_s)
-        slot = slot_of(start, context.utc_offset_s)
-        quiet = profile.on_share(slot % 24) <= limits.quiet_share
+        slot = at.slot
+        quiet = profile.on_share(at.hour) <= limits.quiet_share
         # A burst-sized interval is the burst or spike detector's; it would swamp the day.
-        outlier = interval.rate >= max(limits.burst_min_rate, OUTLIER_PEAKS * profile.peak)
+        outlier = at.rate >= max(limits.burst_min_rate, OUTLIER_PEAKS * profile.peak)
         if profile.observations(slot) < MIN_OBSERVATIONS:
             # a young profile has seen few weekends: judge by the same hour of the other
             # type of day until this one is known
@@ -127,7 +133,7 @@ class UsageAnomaly(Detector):
                     self._since = self._yesterday_first or self._first
         self.suspicious = self._since is not None or self._z >= Z_SUSPICIOUS
         if self._since is None:
-            return []
+            return NOTHING
         ratio = self._used / self._usual if self._usual > 0 else float("inf")
         return [
             Finding(

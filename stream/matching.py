@@ -148,6 +148,8 @@ class AssignmentIndex:
                 "assignment, or correct the meter id at the head-end",
             )
         epoch = reading.epoch
+        if len(found) == 1 and found[0].valid_from <= epoch < found[0].valid_to:
+            return MatchedRead(reading, found[0])  # most meters: one assignment, covering it
         covering = [a for a in found if a.covers(epoch)]
         if len(covering) == 1:
             return MatchedRead(reading, covering[0])

@@ -105,6 +105,8 @@ class MeterState:
     detectors learn by local hour); `bank_factory` makes the detectors of a new occupant."""
 
     __slots__ = (
+        "_context_key",
+        "_last_context",
         "account_id",
         "bank",
         "bank_factory",
@@ -136,6 +138,13 @@ class MeterState:
         self.kinds = bank_kinds(self.bank)  # the kinds the bank's detectors report
         self.flags = FlagTracker()
         self.gaps = GapTracker()
+        self._forget_context()
+
+    def _forget_context(self) -> None:
+        # the last interval's context and what it was made of (assignment, offset, register):
+        # consecutive reads of a meter nearly always share it
+        self._context_key: tuple[Assignment, int, bool] | None = None
+        self._last_context = MeterContext()
 
     def process(self, matched: MatchedRead) -> list[MeterOutput]:
         reading, assignment = matched.reading, matched.assignment
@@ -150,7 +159,7 @@ class MeterState:
             ]
         last_ts = self.last_ts
         in_order = last_ts is None or epoch > last_ts
-        changed: list[FlagChange] = []  # flags closed because the meter changed hands
+        changed: list[FlagChange] | None = None  # flags closed as the meter changed hands
         new_occupant = False
         if in_order and assignment.account_id != self.account_id:
             # A new occupant uses water differently: close what was open, learn afresh.
@@ -222,32 +231,35 @@ class MeterState:
         if gaps:
             outputs.extend(self._writes(gaps))
         open_kinds = self.flags.open_kinds
-        findings: dict[str, Finding] = {}
         if value is not None and seconds:
             findings = self.bank.update(
                 Interval(epoch, seconds, value),
                 self._context(assignment, epoch, reading.kind),
                 open_kinds,
             )
-        kinds = self.kinds
-        if self.register is not None:
-            kinds += ("rollover",)
-            if rollover is not None:
-                findings["rollover"] = rollover
+        else:
+            findings = {}
+        if rollover is not None:
+            findings["rollover"] = rollover
         # With nothing found and nothing open, observing changes nothing: skip the walk.
         if findings or open_kinds:
+            kinds = self.kinds if self.register is None else (*self.kinds, "rollover")
             flag_changes = self.flags.observe(epoch, findings, kinds)
             if flag_changes:
                 outputs.extend(self._writes(flag_changes))
         return outputs
 
     def _context(self, assignment: Assignment, epoch: int, kind: str) -> MeterContext:
-        return meter_context(
-            assignment.customer_class,
-            assignment.active,
-            utc_offset_s(self.tz, epoch),
-            kind == "register",
+        offset = _utc_offset(self.tz, epoch // 3600)  # `utc_offset_s`, one call fewer
+        key = self._context_key
+        register = kind == "register"
+        if key is not None and key[0] is assignment and key[1] == offset and key[2] is register:
+            return self._last_context
+        self._context_key = (assignment, offset, register)
+        self._last_context = context = meter_context(
+            assignment.customer_class, assignment.active, offset, register
         )
+        return context
 
     def _new_bank(self, bank: DetectorBank) -> None:
         self.bank = bank
@@ -295,6 +307,7 @@ class MeterState:
         state.flags.__setstate__(flags)
         state.gaps = GapTracker.__new__(GapTracker)
         state.gaps.__setstate__(gaps)
+        state._forget_context()
         return state
 
 
