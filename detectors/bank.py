@@ -144,8 +144,15 @@ class DetectorBank:
                     held_back.update(SUSPICION_EXPLAINS.get(kind, ()))
                     suspected.add(kind)
         outlier = not suspected.isdisjoint(OUTLIER_KINDS)
+        explained: set[str] = set()
         for kind in list(found):
-            held_back.update(EXPLAINS.get(kind, ()))
+            explained.update(EXPLAINS.get(kind, ()))
+        held_back.update(explained)
+        if "usage_anomaly" in explained:
+            # what a finding explains is not use: it leaves the usage day's sums
+            for detector in self.detectors:
+                if isinstance(detector, UsageAnomaly):
+                    detector.discount()
         for kind in held_back:
             if kind in open_kinds:
                 continue

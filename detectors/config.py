@@ -23,7 +23,8 @@ Defaults, and where they come from:
   so that a closed weekend is not a stopped meter).
 - Usage anomaly. A day's use standardised against this meter's profile for those hours of the
   week (working day / weekend) reaching `anomaly_z` (a z-score of the day: a doubled day of a
-  typical household scores about 5-9), or two days in a row reaching 4.
+  typical household scores about 5-9), or two raised days in a row (each z ≥ 2) whose
+  combined z (Stouffer: the sum over √2) reaches 5 (`Z_TWO_DAYS` in usage_anomaly.py).
 - Burst floors: 100 gal/h for a home (the rate above), 150 gal/h where the meter is larger.
 """
 
