@@ -86,3 +86,52 @@ def test_an_explained_interval_leaves_the_usage_day() -> None:
     assert [round(v, 6) for v in after[1:5]] == [round(v, 6) for v in before[1:5]]
     assert round(after[7], 6) == round(before[7], 6)
     assert after[-1] is True
+
+
+def household_with_sprinkler(days: int, rng: random.Random) -> list[list[float]]:
+    """A household that waters its lawn at 400 gal/h for an hour on two mornings a week:
+    its peak is the sprinkler's."""
+    out = []
+    for day in range(days):
+        hours = [household_hour(h, rng) for h in range(24)]
+        if day % 7 in (1, 4):
+            hours[6] += 400.0
+        out.append(hours)
+    return out
+
+
+def burst_flags(bank: DetectorBank, ctx: MeterContext, days: list[list[float]]) -> list[int]:
+    """The hours (from the start) at which a burst holds."""
+    held = []
+    for day, hours in enumerate(days):
+        for hour, use in enumerate(hours):
+            iv = Interval(MONDAY + (day * 24 + hour + 1) * HOUR, HOUR, use)
+            if "burst" in bank.update(iv, ctx):
+                held.append(day * 24 + hour)
+    return held
+
+
+def test_a_night_long_burst_below_the_sprinklers_peak_is_a_burst() -> None:
+    rng = random.Random(2)
+    days = household_with_sprinkler(21, rng)
+    # a broken pipe at 180 gal/h from 22:00 to 05:00: below the sprinkler's 400 gal/h, but far
+    # above anything this household passes at those hours, for seven hours
+    for hour in range(22, 24):
+        days[19][hour] += 180.0
+    for hour in range(0, 5):
+        days[20][hour] += 180.0
+    held = burst_flags(DetectorBank(), MeterContext(), days)
+    assert held and 19 * 24 + 22 <= held[0] <= 20 * 24 + 2
+
+
+def test_an_irrigation_controllers_long_runs_are_not_bursts() -> None:
+    # three hours at 500 gal/h before dawn on Monday, Wednesday and Friday, none on weekends:
+    # the weekend hours never see it, and that is how the controller works
+    days = [[0.0] * 24 for _ in range(42)]
+    for day in range(42):
+        if day % 7 in (0, 2, 4):
+            for hour in (3, 4, 5):
+                days[day][hour] = 500.0 * (0.95 + 0.1 * ((day * 7 + hour) % 5) / 4)
+    days[40][3:6] = [0.0, 0.0, 0.0]
+    days[40 - 40 % 7 + 5][3:6] = [500.0, 510.0, 495.0]  # a Saturday run (a skipped Friday)
+    assert burst_flags(DetectorBank(), MeterContext("irrigation"), days) == []
