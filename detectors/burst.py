@@ -112,7 +112,8 @@ class Burst(Detector):
         sustained = self._sustained
         if self._since is None:
             threshold = burst_bar(interval, context, profile)
-            if rate < threshold:
+            # (the sustained bar is never below the class floor: most intervals stop here)
+            if thresholds_for(context.customer_class).burst_min_rate <= rate < threshold:
                 bar = sustained_bar(interval, context, profile)
                 if rate >= bar:
                     threshold, sustained = bar, True
