@@ -155,8 +155,15 @@ class DetectorBank:
                 outlier = not OUTLIER_SET.isdisjoint(suspected)
                 for kind in suspected:
                     held_back.update(SUSPICION_EXPLAINS.get(kind, ()))
+            explained: set[str] = set()
             for kind in found:
-                held_back.update(EXPLAINS.get(kind, ()))
+                explained.update(EXPLAINS.get(kind, ()))
+            held_back.update(explained)
+            if "usage_anomaly" in explained:
+                # what a finding explains is not use: it leaves the usage day's sums
+                for detector in self.detectors:
+                    if isinstance(detector, UsageAnomaly):
+                        detector.discount()
             for kind in held_back:
                 if kind in open_kinds:
                     continue

@@ -21,6 +21,7 @@ last hour looking like a spike). The first high interval is held back from the p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -41,7 +42,33 @@ SPREAD_FLOOR = 0.25
 # week, or an irrigation controller's every run after its first, is not a burst.
 HABITUAL_OF_PEAK = 0.5
 MIN_SLOT_OBSERVATIONS = 5
+# Sustained: flow far above what this hour of the week passes (`SLOT_SPREADS` spreads, at
+# least the class floor) for this long is a burst even below the meter's peak. The peak
+# guards against heavy use that is a habit (a sprinkler, an irrigation controller), and those
+# run an hour or three at their own hours; a broken pipe runs until someone shuts it off.
+# (the class's `burst_sustained_hours`, and at least this many intervals)
+SUSTAINED_INTERVALS = 3
 WARMUP_DAYS = 7.0  # a week of history shows the meter's regular heavy use (irrigation days)
+
+
+def sustained_bar(
+    interval: Interval, context: MeterContext, profile: MeterProfile, at: Facts | None = None
+) -> float:
+    """The flow above which an interval counts towards a sustained burst: `SLOT_SPREADS`
+    spreads above this hour of the week's mean, and at least the class's floor."""
+    if at is None:
+        at = Facts(interval, context)
+    limits = at.limits
+    slot = at.slot
+    if profile.observations(slot) < MIN_SLOT_OBSERVATIONS or math.isinf(
+        limits.burst_sustained_hours
+    ):
+        return math.inf
+    # (not the habitual heavy flow: the run's own first hours, kept out of the means, are
+    # noted there and would raise the bar against the rest of it)
+    mean = profile.mean_at(slot)
+    spread = max(profile.std_at(slot), SPREAD_FLOOR * mean)
+    return max(limits.burst_min_rate, mean + SLOT_SPREADS * spread)
 
 
 def burst_bar(
@@ -83,6 +110,8 @@ class Burst(Detector):
         self._threshold = 0.0
         self._intervals = 0
         self._lowest = 0.0
+        self._sustained = False  # the run started below the level bar: it must last
+        self._confirmed = False
 
     def update(
         self,
@@ -94,10 +123,22 @@ class Burst(Detector):
         if at is None:
             at = Facts(interval, context)
         rate = at.rate
+        sustained = self._sustained
         if self._since is None:
-            # `burst_bar` is never below the class's floor: under it, no bar need be worked out
             floor = at.limits.burst_min_rate
-            threshold = floor if rate < floor else burst_bar(interval, context, profile, at)
+            # neither bar is ever below the class's floor: under it (most intervals), no bar
+            # need be worked out
+            if rate < floor:
+                threshold = floor
+            else:
+                threshold = burst_bar(interval, context, profile, at)
+                if rate < threshold:
+                    bar = sustained_bar(interval, context, profile, at)
+                    if rate >= bar:
+                        threshold, sustained = bar, True
+        elif self._sustained and not self._confirmed:
+            # every hour of a sustained run must stand out against its own hour of the week
+            threshold = sustained_bar(interval, context, profile, at)
         else:  # the bar the burst was first measured against, with some hold
             threshold = self._threshold * (HOLD_SHARE if self._intervals >= 2 else 1.0)
         if rate >= threshold and profile.days >= WARMUP_DAYS:
@@ -105,19 +146,29 @@ class Burst(Detector):
                 self._since = interval.ts - interval.seconds
                 self._volume, self._highest, self._threshold = 0.0, 0.0, threshold
                 self._intervals = 0
+                self._sustained, self._confirmed = sustained, False
             self._volume += interval.value
             self._highest = max(self._highest, rate)
             self._lowest = min(self._lowest, rate) if self._intervals else rate
             self._intervals += 1
         else:
             self._since = None
-        self.suspicious = self._since is not None
-        if (
-            self._since is None
-            or interval.ts - self._since < MIN_BURST_S
-            or self._intervals < MIN_INTERVALS
-        ):
+        # One heavy interval that merely stands out at its hour (a long shower, a load of
+        # laundry) is learned like any other, or the hour's spread would never see it and
+        # every such interval would look like the start of a burst; from the second on, the
+        # run is kept out of the profile.
+        self.suspicious = self._since is not None and (not self._sustained or self._intervals > 1)
+        long_s, least = (
+            (
+                at.limits.burst_sustained_hours * 3600,
+                SUSTAINED_INTERVALS,
+            )
+            if self._sustained
+            else (MIN_BURST_S, MIN_INTERVALS)
+        )
+        if self._since is None or interval.ts - self._since < long_s or self._intervals < least:
             return NOTHING
+        self._confirmed = True
         hours = (interval.ts - self._since) / 3600.0
         return [
             Finding(
@@ -149,6 +200,8 @@ class Burst(Detector):
             self._threshold,
             self._intervals,
             self._lowest,
+            self._sustained,
+            self._confirmed,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -159,5 +212,7 @@ class Burst(Detector):
             self._threshold,
             self._intervals,
             self._lowest,
+            self._sustained,
+            self._confirmed,
         ) = state
         self.suspicious = self._since is not None

@@ -23,12 +23,19 @@ Defaults, and where they come from:
   so that a closed weekend is not a stopped meter).
 - Usage anomaly. A day's use standardised against this meter's profile for those hours of the
   week (working day / weekend) reaching `anomaly_z` (a z-score of the day: a doubled day of a
-  typical household scores about 5-9), or two days in a row reaching 4.
+  typical household scores about 5-9), or two raised days in a row (each z ≥ 2) whose
+  combined z (Stouffer: the sum over √2) reaches 5 (`Z_TWO_DAYS` in usage_anomaly.py).
 - Burst floors: 100 gal/h for a home (the rate above), 150 gal/h where the meter is larger.
+- Sustained burst: a broken pipe runs until someone shuts it off, whereas heavy habits run
+  an hour or two (a lawn sprinkler's zones, a tank filling); 3 hours of flow far above what
+  the meter passes at those hours of the week is a burst even below the meter's own peak
+  (set by that sprinkler). Not for irrigation accounts, whose controllers run for hours by
+  design.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -42,6 +49,9 @@ class ClassThresholds:
     # lowest flow a burst can have (gal/h), and how far above the meter's own peak it must be
     burst_min_rate: float
     burst_peak_factor: float
+    # flow far above its hour of the week (8 spreads, at least `burst_min_rate`) for this
+    # many hours is a burst even below the meter's peak (inf: never)
+    burst_sustained_hours: float
     # an interval this many times the meter's peak, or above `max_rate`, is a spike
     spike_factor: float
     max_rate: float
@@ -64,6 +74,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
         quiet_share=0.2,
         burst_min_rate=100.0,
         burst_peak_factor=2.0,
+        burst_sustained_hours=3.0,
         spike_factor=12.0,
         max_rate=1_200.0,
         stopped_days=1.5,
@@ -76,6 +87,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
         quiet_share=0.2,
         burst_min_rate=150.0,
         burst_peak_factor=2.0,
+        burst_sustained_hours=3.0,
         spike_factor=12.0,
         max_rate=4_800.0,
         stopped_days=1.0,
@@ -88,6 +100,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
         quiet_share=0.2,
         burst_min_rate=150.0,
         burst_peak_factor=2.0,
+        burst_sustained_hours=3.0,
         spike_factor=12.0,
         max_rate=9_600.0,
         stopped_days=2.5,
@@ -100,6 +113,7 @@ THRESHOLDS: dict[str, ClassThresholds] = {
         quiet_share=0.2,
         burst_min_rate=150.0,
         burst_peak_factor=2.5,
+        burst_sustained_hours=math.inf,
         spike_factor=15.0,
         max_rate=9_600.0,
         stopped_days=21.0,

@@ -53,7 +53,9 @@ from detectors.profile import RUNNING_RATE, MeterProfile
 STEADY_RUNNING = 0.97  # a continuous leak keeps the meter running nearly always
 STEADY_MAX_P = 0.5  # hours in which the meter runs more often than this tell too little
 INTERMITTENT_RUNNING = 0.4  # a flapper leak runs some of the time
-WARMUP_DAYS = 5.0
+# A week of history before judging: weekend nights differ from working-day nights (up late on
+# Friday and Saturday), and five days need not include a weekend: most false leaks opened then.
+WARMUP_DAYS = 7.0
 # The steady test's evidence must span this many hours of the meter's still-prone hours, and
 # the intermittent test's more than one night.
 MIN_STEADY_HOURS = 4.0
