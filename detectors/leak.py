@@ -77,7 +77,9 @@ MIN_FLOOR_HOURS = 6
 # share of the time: at busier hours a run above the level says too little against the
 # streaks of a busy day (at 0.5, and on hourly reads, it raised hundreds of false leaks).
 FLOOR_MAX_P = 0.2
-NO_FLOOR = [0.0] * len(FLOOR_LEVELS)  # no floor evidence at any level (compared, never changed)
+# no floor evidence at any level: shared, and a tuple so that it cannot change; checked by
+# identity at every interval (most meters never have any)
+NO_FLOOR: tuple[float, ...] = (0.0,) * len(FLOOR_LEVELS)
 MIN_INTERMITTENT_S = 20 * 3600
 # The profile's share of running intervals is shrunk towards this prior (a Beta(0.5, 2.5)),
 # so that three still nights do not make a single running hour look like proof.
@@ -139,7 +141,7 @@ class QuietHourLeak(Detector):
         self._quiet_running = 0  # quiet intervals running since the flag's start
         self._quiet_seen = 0  # quiet intervals since the flag's start
         # CUSUM and start of the floor test at each of `FLOOR_LEVELS`
-        self._floor = [0.0] * len(FLOOR_LEVELS)
+        self._floor: Sequence[float] = NO_FLOOR
         self._floor_since: list[int | None] = [None] * len(FLOOR_LEVELS)
         self._floor_hours = [0] * len(FLOOR_LEVELS)  # hours tested in each level's run
         # the hour just completed: its lowest interval's flow rate (gal/h), and whether it
@@ -184,8 +186,7 @@ class QuietHourLeak(Detector):
                 # the hour is this one interval (hourly reads): nothing to add up
                 if self._hour[0] != -1:
                     self._hour = [-1, 0, 0.0, 0, 0.0]
-                self._hour_lowest = interval.value * 3600.0 / interval.seconds
-                self._hour_split = False
+                self._hour_split = False  # (the hour's lowest is the interval's own rate)
                 return interval
             self._hour = [hour_index, start, 0.0, 0, math.inf]
         acc = self._hour
@@ -257,7 +258,11 @@ class QuietHourLeak(Detector):
         if not self._active and self._convinced(needed, interval.ts):
             self._open(start)
         if self._active:
-            if self._steady <= 0.0 and self._flapping <= 0.0 and max(self._floor) <= 0.0:
+            if (
+                self._steady <= 0.0
+                and self._flapping <= 0.0
+                and (self._floor is NO_FLOOR or max(self._floor) <= 0.0)
+            ):
                 self._close()
             else:
                 self._observe(rate, hours, quiet, running, profile.mean_at(slot))
@@ -267,11 +272,12 @@ class QuietHourLeak(Detector):
         where this meter's flow normally drops below it at this hour now and then. One hour
         below a level resets that level's test: a continuous leak never lets it fall there."""
         lowest = self._hour_lowest
-        floor, since, tested = self._floor, self._floor_since, self._floor_hours
         if lowest < RUNNING_RATE:  # a still hour: no level holds (the common case)
-            if floor != NO_FLOOR:
-                self._floor = [0.0] * len(FLOOR_LEVELS)
+            self._floor = NO_FLOOR
             return
+        floor = self._floor if isinstance(self._floor, list) else [0.0] * len(FLOOR_LEVELS)
+        self._floor = floor
+        since, tested = self._floor_since, self._floor_hours
         for level, bar in enumerate(FLOOR_LEVELS):
             if lowest < bar:
                 for higher in range(level, len(FLOOR_LEVELS)):  # the levels rise
@@ -303,7 +309,7 @@ class QuietHourLeak(Detector):
         )
         if steady or flapping:
             return True
-        if max(self._floor) < needed:
+        if self._floor is NO_FLOOR or max(self._floor) < needed:
             return False
         for evidence, tested in zip(self._floor, self._floor_hours, strict=True):
             if evidence >= needed and tested >= MIN_FLOOR_HOURS:
@@ -313,7 +319,7 @@ class QuietHourLeak(Detector):
     def _building(self, needed: float) -> bool:
         if self._active or max(self._steady, self._flapping) >= SUSPICIOUS * needed:
             return True
-        return max(self._floor) >= SUSPICIOUS * needed
+        return self._floor is not NO_FLOOR and max(self._floor) >= SUSPICIOUS * needed
 
     def _open(self, now: int) -> None:
         starts = [
@@ -333,7 +339,11 @@ class QuietHourLeak(Detector):
         excess = max(0.0, rate - usual)
         if running:
             # read in quarter hours, the lowest of them is the flow between uses
-            low = self._hour_lowest if self._hour_lowest >= RUNNING_RATE else rate
+            low = (
+                self._hour_lowest
+                if self._hour_split and self._hour_lowest >= RUNNING_RATE
+                else rate
+            )
             self._lowest = min(self._lowest, low) if self._lowest > 0 else low
         if quiet:
             self._quiet_seen += 1
@@ -359,7 +369,7 @@ class QuietHourLeak(Detector):
     def _close(self) -> None:
         self._active, self._since = False, None
         self._steady = self._flapping = 0.0
-        self._floor = [0.0] * len(FLOOR_LEVELS)
+        self._floor = NO_FLOOR
 
     def _findings(self, needed: float, now: int) -> Sequence[Finding]:
         if not self._active or self._since is None:
@@ -451,7 +461,8 @@ class QuietHourLeak(Detector):
             floor_hours,
         ) = state
         self._hour = [*hour, 0.0][:5]
-        self._floor, self._floor_since = list(floor), list(floor_since)
+        self._floor = list(floor) if any(floor) else NO_FLOOR
+        self._floor_since = list(floor_since)
         self._floor_hours = list(floor_hours)
         self._hour_lowest, self._hour_split = 0.0, False
         self.suspicious = self._active

@@ -186,16 +186,18 @@ class MeterProfile:
         Intervals add up into their local hour, which counts once it is complete."""
         hour_index = local_start // 3600
         acc = self._hour
-        rate = interval.value * 3600.0 / interval.seconds
         if hour_index != acc[0]:  # a new hour: what was added up before is left behind
             volume = 0.0 + interval.value
             seconds = interval.seconds
             held = hold
-            lowest = rate
+            lowest = 0.0  # (an hour of one read: the floor shares are not learned)
+            if (local_start + seconds) % 3600:
+                lowest = interval.value * 3600.0 / seconds
         else:
             volume = acc[1] + interval.value
             seconds = acc[2] + interval.seconds
             held = acc[3] or hold
+            rate = interval.value * 3600.0 / interval.seconds
             lowest = acc[4] if acc[4] < rate else rate
         if (local_start + interval.seconds) % 3600 and seconds < 3600:
             # the hour is not complete yet
