@@ -101,7 +101,12 @@ class DetectorBank:
         self._expected_on = False  # whether the last interval showed the expected use running
 
     def expect(self, allowance: Allowance | None) -> None:
-        """Allow this expected use from now on (None: nothing beyond the profile)."""
+        """Allow this expected use from now on (None: nothing beyond the profile). A new
+        allowance explains away the leak evidence gathered so far: it was that use."""
+        if allowance != self.expected:
+            for detector in self.detectors:
+                if "leak" in detector.kinds:
+                    detector.explained("leak")
         self.expected = allowance
 
     def _allowed(self, interval: Interval, at: Facts) -> Interval:
@@ -168,8 +173,13 @@ class DetectorBank:
                 if kind in open_kinds:
                     continue
                 found.pop(kind, None)
+                suspicion_only = kind not in explained
                 for detector in self.detectors:
-                    if kind in detector.kinds:
+                    if kind not in detector.kinds:
+                        continue
+                    if suspicion_only:
+                        detector.held_back(kind)
+                    else:
                         detector.explained(kind)
         if not outlier and (not found or PROTECTED_SET.isdisjoint(found)):
             # the peak first, so that heavy flow is judged against a peak that includes it

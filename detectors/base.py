@@ -146,6 +146,11 @@ class Detector(ABC):
         """Another finding explains this detector's `kind` away (a stuck reading explains the
         'leak' its repeated values look like): forget the evidence gathered for it."""
 
+    def held_back(self, kind: str) -> None:
+        """Another detector's suspicion holds this detector's `kind` back (a run of repeated
+        values may be a stuck register): by default its evidence goes as if explained."""
+        self.explained(kind)
+
     @abstractmethod
     def __getstate__(self) -> tuple[Any, ...]:
         """The detector's whole state as a tuple of plain immutable values."""

@@ -6,7 +6,7 @@ flapper that leaks on and off. What a leak changes is how often the meter stands
 leak keeps it running at hours of the day when this meter usually stands still at least now
 and then, and above all in its quiet hours.
 
-Two sequential likelihood-ratio tests (CUSUMs) run side by side, each against the meter's
+Sequential likelihood-ratio tests (CUSUMs) run side by side, each against the meter's
 profile, which says how often the meter runs at each local hour (p, shrunk towards a prior
 while the meter is new):
 
@@ -15,9 +15,18 @@ while the meter is new):
   running interval adds log(0.97 / p), a still one log(0.03 / (1 - p)): one still hour wipes
   out a day of weak evidence, while each quiet hour of a leak adds about 3;
 - intermittent: "the meter runs `INTERMITTENT_RUNNING` of the time", over the quiet hours
-  only (p ≤ the class's `quiet_share`), for a flapper that leaks on and off.
+  only (p ≤ the class's `quiet_share`), for a flapper that leaks on and off;
+- floor: per level of `FLOOR_LEVELS` (0.4, 1.5, 5, 15 gal/h), "the hour's lowest interval
+  no longer drops below it", against how often it stays above at this local hour (the
+  meter's own baseline minimum flow, learned in the profile), over the hours in which it
+  usually does drop below (stays above ≤ `FLOOR_MAX_P` of the time). Read every 15 minutes, a
+  household returns to zero between draws in almost every hour of the day, so a leak shows
+  within hours of starting; one hour below a level resets that level's test, and the run
+  must span `MIN_FLOOR_HOURS` judged hours. Only for reads shorter than an hour: an hourly
+  read's total hides whether the flow fell back between draws, and a busy day lifts a whole
+  afternoon above the levels.
 
-A leak is flagged when either reaches the class's evidence (9 for a home: odds of about
+A leak is flagged when any of them reaches the class's evidence (9 for a home: odds of about
 8,000 : 1). A 24/7 business never stands still and is never flagged; intervals at burst rates
 are left to the burst detector; an inactive account's use is inactive usage, not a leak.
 
@@ -48,7 +57,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
-from detectors.profile import RUNNING_RATE, MeterProfile
+from detectors.profile import FLOOR_LEVELS, RUNNING_RATE, MeterProfile
 
 STEADY_RUNNING = 0.97  # a continuous leak keeps the meter running nearly always
 STEADY_MAX_P = 0.5  # hours in which the meter runs more often than this tell too little
@@ -60,6 +69,17 @@ WARMUP_DAYS = 7.0
 # the intermittent test's more than one night.
 MIN_STEADY_HOURS = 4.0
 MIN_STEADY_QUIET = 2  # running intervals in the meter's quietest hours the steady test needs
+# Hours the floor test must have judged: more than the steady test's, as a household's busy
+# hours come in streaks (an evening of cooking, dishes and showers can keep every quarter
+# hour running for three hours), where its night hours are each a chance of their own.
+MIN_FLOOR_HOURS = 6
+# The floor test judges only hours whose lowest interval stays above the level at most this
+# share of the time: at busier hours a run above the level says too little against the
+# streaks of a busy day (at 0.5, and on hourly reads, it raised hundreds of false leaks).
+FLOOR_MAX_P = 0.2
+# no floor evidence at any level: shared, and a tuple so that it cannot change; checked by
+# identity at every interval (most meters never have any)
+NO_FLOOR: tuple[float, ...] = (0.0,) * len(FLOOR_LEVELS)
 MIN_INTERMITTENT_S = 20 * 3600
 # The profile's share of running intervals is shrunk towards this prior (a Beta(0.5, 2.5)),
 # so that three still nights do not make a single running hour look like proof.
@@ -73,6 +93,18 @@ DECAY_PER_HOUR = 0.999
 # Evidence past this share of what is needed keeps intervals out of the profile: a leak that is
 # building up must not teach the profile that the meter runs at night.
 SUSPICIOUS = 0.2
+
+
+def floor_chance(profile: MeterProfile, level: int, hour: int) -> float:
+    """How likely this local hour's lowest interval is to stay at or above
+    `FLOOR_LEVELS[level]`: pooled and shrunk as in `running_chance`."""
+    share = n = 0.0
+    for h, weight in ((hour - 1) % 24, 1.0), (hour, 2.0), ((hour + 1) % 24, 1.0):
+        seen = min(profile.hours_observed(h), EFFECTIVE_N)
+        share += weight * seen * profile.floor_share(level, h)
+        n += weight * seen
+    n /= 2.0
+    return min(max((share / 2.0 + PRIOR_ON) / (n + PRIOR_N), 0.02), 0.98)
 
 
 def running_chance(profile: MeterProfile, hour: int) -> float:
@@ -104,10 +136,18 @@ class QuietHourLeak(Detector):
         self._active = False
         self._since: int | None = None  # start of the flagged leak
         self._rate = 0.0  # EW of the excess flow in running quiet intervals (gal/h)
-        self._lowest = 0.0  # lowest running flow since the flag (gal/h)
+        self._lowest = 0.0  # lowest running flow since the flag (gal/h; the lowest interval's)
         self._volume = 0.0  # estimated volume lost since the flag's start (gal)
         self._quiet_running = 0  # quiet intervals running since the flag's start
         self._quiet_seen = 0  # quiet intervals since the flag's start
+        # CUSUM and start of the floor test at each of `FLOOR_LEVELS`
+        self._floor: Sequence[float] = NO_FLOOR
+        self._floor_since: list[int | None] = [None] * len(FLOOR_LEVELS)
+        self._floor_hours = [0] * len(FLOOR_LEVELS)  # hours tested in each level's run
+        # the hour just completed: its lowest interval's flow rate (gal/h), and whether it
+        # was read in several intervals
+        self._hour_lowest = 0.0
+        self._hour_split = False
         # the local clock hour being added up: hour index (-1: none), start, volume, seconds
         self._hour: list[Any] = [-1, 0, 0.0, 0]
 
@@ -125,16 +165,16 @@ class QuietHourLeak(Detector):
         if not context.active or profile.days < WARMUP_DAYS or at.rate >= limits.burst_min_rate:
             if not context.active:
                 self._close()
-            self._hour = [-1, 0, 0.0, 0]
+            self._hour = [-1, 0, 0.0, 0, 0.0]
             self.suspicious = self._building(needed)
-            return self._findings(needed)
+            return self._findings(needed, interval.ts)
         hourly = self._add_to_hour(interval, context.utc_offset_s)
         if hourly is not None:
             # an hour of one interval has that interval's facts
             hourly_at = at if hourly.seconds == interval.seconds else Facts(hourly, context)
             self._test(hourly, context, profile, needed, hourly_at)
         self.suspicious = self._building(needed)
-        return self._findings(needed)
+        return self._findings(needed, interval.ts)
 
     def _add_to_hour(self, interval: Interval, utc_offset_s: int) -> Interval | None:
         """Add the interval to its local clock hour; the whole hour once it is complete.
@@ -145,15 +185,20 @@ class QuietHourLeak(Detector):
             if (interval.ts + utc_offset_s) % 3600 == 0 or interval.seconds >= 3600:
                 # the hour is this one interval (hourly reads): nothing to add up
                 if self._hour[0] != -1:
-                    self._hour = [-1, 0, 0.0, 0]
+                    self._hour = [-1, 0, 0.0, 0, 0.0]
+                self._hour_split = False  # (the hour's lowest is the interval's own rate)
                 return interval
-            self._hour = [hour_index, start, 0.0, 0]
+            self._hour = [hour_index, start, 0.0, 0, math.inf]
         acc = self._hour
         acc[2] += interval.value
         acc[3] += interval.seconds
+        rate = interval.value * 3600.0 / interval.seconds
+        if rate < acc[4]:
+            acc[4] = rate
         if (interval.ts + utc_offset_s) % 3600 and acc[3] < 3600:
             return None
-        self._hour = [-1, 0, 0.0, 0]
+        self._hour = [-1, 0, 0.0, 0, 0.0]
+        self._hour_lowest, self._hour_split = acc[4], True
         return Interval(interval.ts, acc[3], acc[2])
 
     def _test(
@@ -195,6 +240,10 @@ class QuietHourLeak(Detector):
             # night; a running one says little (busy hours run in streaks), so it is ignored.
             step = math.log((1.0 - STEADY_RUNNING) / (1.0 - min(p, 0.97)))
             self._steady = max(0.0, self._steady + step)
+        if self._hour_split:
+            # An hourly read is a sum of draws: whether the flow fell back to zero between
+            # them is out of sight, and a busy day lifts a whole afternoon above the levels.
+            self._test_floor(profile, hour, start, cap)
         quiet = share <= limits.quiet_share
         self._flapping *= DECAY_PER_HOUR**hours
         if quiet:
@@ -209,10 +258,41 @@ class QuietHourLeak(Detector):
         if not self._active and self._convinced(needed, interval.ts):
             self._open(start)
         if self._active:
-            if self._steady <= 0.0 and self._flapping <= 0.0:
+            if (
+                self._steady <= 0.0
+                and self._flapping <= 0.0
+                and (self._floor is NO_FLOOR or max(self._floor) <= 0.0)
+            ):
                 self._close()
             else:
                 self._observe(rate, hours, quiet, running, profile.mean_at(slot))
+
+    def _test_floor(self, profile: MeterProfile, hour: int, start: int, cap: float) -> None:
+        """The floor test at each level: the hour's lowest interval stayed at or above it,
+        where this meter's flow normally drops below it at this hour now and then. One hour
+        below a level resets that level's test: a continuous leak never lets it fall there."""
+        lowest = self._hour_lowest
+        if lowest < RUNNING_RATE:  # a still hour: no level holds (the common case)
+            self._floor = NO_FLOOR
+            return
+        floor = self._floor if isinstance(self._floor, list) else [0.0] * len(FLOOR_LEVELS)
+        self._floor = floor
+        since, tested = self._floor_since, self._floor_hours
+        for level, bar in enumerate(FLOOR_LEVELS):
+            if lowest < bar:
+                for higher in range(level, len(FLOOR_LEVELS)):  # the levels rise
+                    floor[higher] = 0.0
+                return
+            if profile.floor_share(level, hour) > FLOOR_MAX_P:
+                continue  # an hour that usually stays above the level tells too little
+            p = floor_chance(profile, level, hour)
+            if p < MIN_CHANCE:
+                p = MIN_CHANCE
+            if floor[level] <= 0.0:
+                since[level], tested[level] = start, 0
+            tested[level] += 1
+            evidence = floor[level] + math.log(STEADY_RUNNING / p)
+            floor[level] = 0.0 if evidence < 0.0 else cap if evidence > cap else evidence
 
     def _convinced(self, needed: float, now: int) -> bool:
         """Enough evidence, gathered over long enough that one night-time errand (a cluster
@@ -227,10 +307,19 @@ class QuietHourLeak(Detector):
             and self._flapping_since is not None
             and now - self._flapping_since >= MIN_INTERMITTENT_S
         )
-        return steady or flapping
+        if steady or flapping:
+            return True
+        if self._floor is NO_FLOOR or max(self._floor) < needed:
+            return False
+        for evidence, tested in zip(self._floor, self._floor_hours, strict=True):
+            if evidence >= needed and tested >= MIN_FLOOR_HOURS:
+                return True
+        return False
 
     def _building(self, needed: float) -> bool:
-        return self._active or max(self._steady, self._flapping) >= SUSPICIOUS * needed
+        if self._active or max(self._steady, self._flapping) >= SUSPICIOUS * needed:
+            return True
+        return self._floor is not NO_FLOOR and max(self._floor) >= SUSPICIOUS * needed
 
     def _open(self, now: int) -> None:
         starts = [
@@ -238,6 +327,7 @@ class QuietHourLeak(Detector):
             for since, evidence in (
                 (self._steady_since, self._steady),
                 (self._flapping_since, self._flapping),
+                *zip(self._floor_since, self._floor, strict=True),
             )
             if since is not None and evidence > 0
         ]
@@ -248,7 +338,13 @@ class QuietHourLeak(Detector):
     def _observe(self, rate: float, hours: float, quiet: bool, running: bool, usual: float) -> None:
         excess = max(0.0, rate - usual)
         if running:
-            self._lowest = min(self._lowest, rate) if self._lowest > 0 else rate
+            # read in quarter hours, the lowest of them is the flow between uses
+            low = (
+                self._hour_lowest
+                if self._hour_split and self._hour_lowest >= RUNNING_RATE
+                else rate
+            )
+            self._lowest = min(self._lowest, low) if self._lowest > 0 else low
         if quiet:
             self._quiet_seen += 1
             if running:
@@ -264,11 +360,18 @@ class QuietHourLeak(Detector):
     def explained(self, kind: str) -> None:
         self._close()
 
+    def held_back(self, kind: str) -> None:
+        """A suspected stuck reading (three equal reads in a busy hour) only holds a leak back:
+        read every 15 minutes, a leak repeats its rate between a household's draws, and a
+        stuck register that goes on repeating becomes a stuck-reading finding, which explains
+        the leak away."""
+
     def _close(self) -> None:
         self._active, self._since = False, None
         self._steady = self._flapping = 0.0
+        self._floor = NO_FLOOR
 
-    def _findings(self, needed: float) -> Sequence[Finding]:
+    def _findings(self, needed: float, now: int) -> Sequence[Finding]:
         if not self._active or self._since is None:
             return NOTHING
         rate = self._rate if self._quiet_running else self._lowest
@@ -276,18 +379,29 @@ class QuietHourLeak(Detector):
             "critical" if rate >= 50 else "high" if rate >= 10 else "medium" if rate >= 1 else "low"
         )
         share = self._quiet_running / max(1, self._quiet_seen)
+        if self._quiet_seen:
+            seen = (
+                f"water kept running in {self._quiet_running} of {self._quiet_seen} hours "
+                f"when this meter is normally still ({share:.0%}); "
+            )
+        else:  # found by the floor test, before any quiet hour
+            seen = (
+                f"the flow has not dropped below {self._lowest:,.1f} gal/h for "
+                f"{(now - self._since) / 3600:,.0f} hours, at hours of the day when this "
+                "meter's flow normally falls back to near zero between uses; "
+            )
         return [
             Finding(
                 kind="leak",
                 started_at=self._since,
                 score=clamp01(
-                    0.5 + 0.5 * (max(self._steady, self._flapping) - needed) / needed + rate / 40
+                    0.5
+                    + 0.5 * (max(self._steady, self._flapping, *self._floor) - needed) / needed
+                    + rate / 40
                 ),
                 severity=severity,
                 evidence=(
-                    f"water kept running in {self._quiet_running} of {self._quiet_seen} hours "
-                    f"when this meter is normally still ({share:.0%}); "
-                    f"about {rate:,.1f} gal/h more than usual, lowest flow "
+                    f"{seen}about {rate:,.1f} gal/h more than usual, lowest flow "
                     f"{self._lowest:,.1f} gal/h; an estimated {self._volume:,.0f} gal lost "
                     "so far. Check toilets (flapper), outdoor taps, irrigation and the service "
                     "line."
@@ -297,7 +411,7 @@ class QuietHourLeak(Detector):
                     "lowest_flow": round(self._lowest, 3),
                     "quiet_running_share": round(share, 3),
                     "volume_lost": round(self._volume, 1),
-                    "evidence": round(max(self._steady, self._flapping), 2),
+                    "evidence": round(max(self._steady, self._flapping, *self._floor), 2),
                 },
             )
         ]
@@ -318,9 +432,15 @@ class QuietHourLeak(Detector):
             self._quiet_running,
             self._quiet_seen,
             tuple(self._hour),
+            tuple(self._floor),
+            tuple(self._floor_since),
+            tuple(self._floor_hours),
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if len(state) == 14:  # a snapshot from before the floor test: no evidence yet
+            levels = len(FLOOR_LEVELS)
+            state = (*state, (0.0,) * levels, (None,) * levels, (0,) * levels)
         (
             self._steady,
             self._steady_since,
@@ -336,6 +456,13 @@ class QuietHourLeak(Detector):
             self._quiet_running,
             self._quiet_seen,
             hour,
+            floor,
+            floor_since,
+            floor_hours,
         ) = state
-        self._hour = list(hour)
+        self._hour = [*hour, 0.0][:5]
+        self._floor = list(floor) if any(floor) else NO_FLOOR
+        self._floor_since = list(floor_since)
+        self._floor_hours = list(floor_hours)
+        self._hour_lowest, self._hour_split = 0.0, False
         self.suspicious = self._active

@@ -42,6 +42,12 @@ RUNNING_RATE = 0.4
 HEAVY_OF_PEAK = 0.5  # flow over this share of the meter's peak is heavy
 HEAVY_FADE = 0.98  # per observation of the hour: about a month to halve
 DAY_FACTOR_RATE = 0.3  # EW weight of a new week's day in its weekday's factor
+# Flow levels (gal/h) for the meter's baseline minimum: per local hour, how often the hour's
+# lowest interval stays at or above each. A household's busy hours still fall below a few
+# gal/h now and then (between showers and loads of laundry); a continuous leak lifts every
+# hour's minimum above its own rate. From the drip of a faucet to a running toilet.
+FLOOR_LEVELS = (0.4, 1.5, 5.0, 15.0)
+SHARE_SCALE = 65_535.0  # a share of 1 stored as this in an unsigned 16-bit array
 
 
 def weekday_of(start: int, utc_offset_s: int) -> int:
@@ -68,6 +74,7 @@ class MeterProfile:
     __slots__ = (
         "_count",
         "_day_factor",
+        "_floor",
         "_heavy",
         "_hour",
         "_mean",
@@ -89,6 +96,10 @@ class MeterProfile:
         # the heaviest recent flow by local hour (gal/h), fading by `HEAVY_FADE` at each
         # later observation of that hour (about a month to halve)
         self._heavy = array("f", bytes(4 * 24))
+        # share of clock hours whose lowest interval stayed at or above each of
+        # `FLOOR_LEVELS`, by local hour (level-major: index level * 24 + hour), scaled by
+        # `SHARE_SCALE` (two bytes each: this array is a tenth of the meter's state)
+        self._floor = array("H", bytes(2 * 24 * len(FLOOR_LEVELS)))
         # how each day of the week compares with the hourly profile (a laundry or a watering
         # day): an EW mean of the day's use over what the hourly means expected, Monday first
         self._day_factor = array("f", [1.0] * 7)
@@ -99,8 +110,9 @@ class MeterProfile:
         self.peak = 0.0  # the meter's peak flow (gal/h), see `observe_peak`
         self.step_s = 3600  # the meter's read interval (seconds), as last learned
         # the local clock hour being added up to judge whether the meter ran in it: hour
-        # index (-1: none), volume, seconds, and whether it is held back
-        self._hour: list[Any] = [-1, 0.0, 0, 0]
+        # index (-1: none), volume, seconds, whether it is held back, and its lowest
+        # interval's flow rate (gal/h)
+        self._hour: list[Any] = [-1, 0.0, 0, 0, 0.0]
 
     # --- reading the profile ------------------------------------------------------------------
 
@@ -117,6 +129,11 @@ class MeterProfile:
         """How often the meter runs in this local hour (0..1; share of clock hours in which
         it passed at least `RUNNING_RATE`)."""
         return self._on[hour]
+
+    def floor_share(self, level: int, hour: int) -> float:
+        """How often the lowest interval of this local hour stays at or above
+        `FLOOR_LEVELS[level]` (0..1): the meter's own baseline minimum flow at that hour."""
+        return self._floor[level * 24 + hour] / SHARE_SCALE
 
     def habitual_flow(self, hour: int) -> float:
         """The heaviest flow the meter has recently had in this local hour or the ones beside
@@ -173,15 +190,21 @@ class MeterProfile:
             volume = 0.0 + interval.value
             seconds = interval.seconds
             held = hold
+            lowest = 0.0  # (an hour of one read: the floor shares are not learned)
+            if (local_start + seconds) % 3600:
+                lowest = interval.value * 3600.0 / seconds
         else:
             volume = acc[1] + interval.value
             seconds = acc[2] + interval.seconds
             held = acc[3] or hold
+            rate = interval.value * 3600.0 / interval.seconds
+            lowest = acc[4] if acc[4] < rate else rate
         if (local_start + interval.seconds) % 3600 and seconds < 3600:
-            self._hour = [hour_index, volume, seconds, held]  # the hour is not complete yet
+            # the hour is not complete yet
+            self._hour = [hour_index, volume, seconds, held, lowest]
             return
         if acc[0] != -1:
-            self._hour = [-1, 0.0, 0, 0]
+            self._hour = [-1, 0.0, 0, 0, 0.0]
         if held:
             return
         hour = hour_index % 24
@@ -191,6 +214,22 @@ class MeterProfile:
         weight = max(self.learn_rate, 1.0 / (observed + 1.0))
         running = 1.0 if volume * 3600.0 / seconds >= RUNNING_RATE else 0.0
         self._on[hour] += weight * (running - self._on[hour])
+        if seconds == interval.seconds:
+            return  # an hour of one read has no lowest interval to learn (the leak test's floor)
+        floor = self._floor
+        if lowest < RUNNING_RATE and not floor[hour]:
+            return  # a still hour at an hour that is never above the levels: nothing moves
+        keep, add = 1.0 - weight, weight * SHARE_SCALE
+        i = hour
+        for level in FLOOR_LEVELS:
+            share = floor[i]
+            if lowest >= level:
+                floor[i] = int(share * keep + add + 0.5)
+            elif share:
+                floor[i] = int(share * keep + 0.5)
+            else:
+                return  # the shares fall with the level: the higher ones are nought too
+            i += 24
 
     def hours_observed(self, hour: int) -> float:
         """How many times this local hour has been learned (hours, whatever the interval)."""
@@ -229,6 +268,7 @@ class MeterProfile:
             self._count.tobytes(),
             self._on.tobytes(),
             self._heavy.tobytes(),
+            self._floor.tobytes(),
             self._day_factor.tobytes(),
             self.learned_s,
             self.peak,
@@ -237,6 +277,8 @@ class MeterProfile:
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if len(state) == 11:  # a snapshot from before the floor shares: none learned yet
+            state = (*state[:6], bytes(2 * 24 * len(FLOOR_LEVELS)), *state[6:])
         (
             self.learn_rate,
             mean,
@@ -244,14 +286,16 @@ class MeterProfile:
             count,
             on,
             heavy,
+            floor,
             factor,
             self.learned_s,
             self.peak,
             self.step_s,
             hour,
         ) = state
-        self._hour = list(hour)
+        self._hour = [*hour, 0.0][:5]  # (a snapshot from before kept no lowest rate)
         self._mean, self._var, self._count = array("f", mean), array("f", var), array("H", count)
         self._on, self._heavy = array("f", on), array("f", heavy)
+        self._floor = array("H", floor)
         self._day_factor = array("f", factor)
         self.days = self.learned_s / 86_400

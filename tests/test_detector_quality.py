@@ -135,3 +135,73 @@ def test_an_irrigation_controllers_long_runs_are_not_bursts() -> None:
     days[40][3:6] = [0.0, 0.0, 0.0]
     days[40 - 40 % 7 + 5][3:6] = [500.0, 510.0, 495.0]  # a Saturday run (a skipped Friday)
     assert burst_flags(DetectorBank(), MeterContext("irrigation"), days) == []
+
+
+QUARTER = 900
+
+
+def quarter_hours(days: int, rng: random.Random, leak_from: int | None = None) -> list[Interval]:
+    """A household read every 15 minutes: still nights but for the odd flush, and through the
+    day draws (a tap, a shower, a load of laundry) with still quarter hours between them.
+    `leak_from`: the quarter hour from which a 2 gal/h leak adds 0.5 gal to every read."""
+    out = []
+    for q in range(days * 96):
+        hour = (q // 4) % 24
+        if hour < 6:
+            use = 1.6 if rng.random() < 0.02 else 0.0
+        else:
+            use = round(rng.uniform(0.5, 5.0), 1) if rng.random() < 0.35 else 0.0
+        if leak_from is not None and q >= leak_from:
+            use += 0.5
+        out.append(Interval(MONDAY + (q + 1) * QUARTER, QUARTER, use))
+    return out
+
+
+def leak_detected_at(intervals: list[Interval]) -> int | None:
+    bank, ctx = DetectorBank(), MeterContext()
+    for iv in intervals:
+        if "leak" in bank.update(iv, ctx):
+            return iv.ts
+    return None
+
+
+def test_a_leak_read_every_quarter_hour_is_flagged_the_same_day() -> None:
+    # From 9:00 on day 21 a 2 gal/h leak keeps every quarter hour running: the meter no longer
+    # returns to zero between the household's draws, which it did in almost every hour of
+    # the day before. That is found within the day, not at the first quiet night.
+    start = 21 * 96 + 9 * 4
+    detected = leak_detected_at(quarter_hours(28, random.Random(5), leak_from=start))
+    assert detected is not None
+    hours = (detected - (MONDAY + start * QUARTER)) / HOUR
+    assert hours <= 9, hours  # before 18:00, hours before the night's quiet hours
+
+
+def test_busy_evenings_read_every_quarter_hour_are_not_a_leak() -> None:
+    # Once a week an evening of cooking, dishes and showers keeps every quarter hour running
+    # for three hours (17-20): a streak of busy hours, not a leak.
+    rng = random.Random(11)
+    intervals = quarter_hours(42, rng)
+    busy = []
+    for iv in intervals:
+        q = (iv.ts - MONDAY) // QUARTER - 1
+        day, hour = q // 96, (q // 4) % 24
+        if day % 7 == 3 and 17 <= hour < 20 and iv.value < 1.0:
+            iv = Interval(iv.ts, iv.seconds, round(rng.uniform(1.0, 4.0), 1))
+        busy.append(iv)
+    assert leak_detected_at(busy) is None
+
+
+def test_the_profile_learns_how_low_each_hour_falls() -> None:
+    # per local hour, how often the hour's lowest quarter hour stays at or above each level
+    profile, ctx = MeterProfile(), MeterContext()
+    for q in range(14 * 96):
+        hour = (q // 4) % 24
+        use = 0.0 if hour < 6 else (3.0 if q % 4 == 0 else 0.6) if hour == 10 else 2.0
+        profile.learn(Interval(MONDAY + (q + 1) * QUARTER, QUARTER, use), ctx)
+    # 10:00 never falls below 0.6 gal a quarter (2.4 gal/h), however much it draws; night
+    # hours are still; noon passes 2 gal a quarter (8 gal/h) throughout
+    shares = {h: [profile.floor_share(level, h) for level in range(4)] for h in (3, 10, 12)}
+    assert [share > 0.9 for share in shares[10]] == [True, True, False, False]
+    assert shares[10][2:] == [0.0, 0.0]
+    assert shares[3] == [0.0, 0.0, 0.0, 0.0]
+    assert [share > 0.9 for share in shares[12]] == [True, True, True, False]
