@@ -53,7 +53,7 @@ are left to the burst detector; an inactive account's use is inactive usage, not
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from detectors.base import NOTHING, Detector, Facts, Finding, Interval, MeterContext, clamp01
@@ -95,29 +95,29 @@ DECAY_PER_HOUR = 0.999
 SUSPICIOUS = 0.2
 
 
-def floor_chance(profile: MeterProfile, level: int, hour: int) -> float:
-    """How likely this local hour's lowest interval is to stay at or above
-    `FLOOR_LEVELS[level]`: pooled and shrunk as in `running_chance`."""
+def pooled_chance(profile: MeterProfile, hour: int, share_at: Callable[[int], float]) -> float:
+    """How likely something the profile counts per local hour (`share_at(hour)`, a share of
+    that hour's observations) is at this hour: the share pooled with the neighbouring hours
+    (weights 1-2-1, since habits shift by an hour from day to day) and shrunk towards the
+    prior by how much the profile has seen."""
     share = n = 0.0
     for h, weight in ((hour - 1) % 24, 1.0), (hour, 2.0), ((hour + 1) % 24, 1.0):
         seen = min(profile.hours_observed(h), EFFECTIVE_N)
-        share += weight * seen * profile.floor_share(level, h)
+        share += weight * seen * share_at(h)
         n += weight * seen
-    n /= 2.0
+    n /= 2.0  # the weights sum to 4: the pool is worth about two hours' observations
     return min(max((share / 2.0 + PRIOR_ON) / (n + PRIOR_N), 0.02), 0.98)
 
 
 def running_chance(profile: MeterProfile, hour: int) -> float:
-    """How likely the meter is to be running in this local hour: the profile's share, pooled
-    with the neighbouring hours (weights 1-2-1, since habits shift by an hour from day to
-    day) and shrunk towards the prior by how much the profile has seen."""
-    share = n = 0.0
-    for h, weight in ((hour - 1) % 24, 1.0), (hour, 2.0), ((hour + 1) % 24, 1.0):
-        seen = min(profile.hours_observed(h), EFFECTIVE_N)
-        share += weight * seen * profile.on_share(h)
-        n += weight * seen
-    n /= 2.0  # the weights sum to 4: the pool is worth about two hours' observations
-    return min(max((share / 2.0 + PRIOR_ON) / (n + PRIOR_N), 0.02), 0.98)
+    """How likely the meter is to be running in this local hour (see `pooled_chance`)."""
+    return pooled_chance(profile, hour, profile.on_share)
+
+
+def floor_chance(profile: MeterProfile, level: int, hour: int) -> float:
+    """How likely this local hour's lowest interval is to stay at or above
+    `FLOOR_LEVELS[level]` (see `pooled_chance`)."""
+    return pooled_chance(profile, hour, lambda h: profile.floor_share(level, h))
 
 
 class QuietHourLeak(Detector):
