@@ -27,6 +27,20 @@ SEVERITIES = ("low", "medium", "high", "critical")
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
+def weekday_of(start: int, utc_offset_s: int) -> int:
+    """Local day of the week of an interval starting at `start` (Monday = 0)."""
+    return ((start + utc_offset_s) // 86_400 + EPOCH_WEEKDAY) % 7
+
+
+def slot_of(start: int, utc_offset_s: int) -> int:
+    """The profile slot of an interval starting at `start` (epoch seconds, UTC): its local
+    hour, + 24 on a weekend."""
+    local = start + utc_offset_s
+    hour = (local // 3600) % 24
+    weekend = (local // 86_400 + EPOCH_WEEKDAY) % 7 >= 5
+    return hour + (24 if weekend else 0)
+
+
 @dataclass(slots=True, frozen=True)
 class Interval:
     """One interval of consumption as a detector sees it.
@@ -80,7 +94,7 @@ class Finding:
 class Facts:
     """What the detectors work out from an interval's times and its meter's class: its start
     (epoch seconds), its local start (the utility's clock, as epoch seconds), the local hour,
-    the profile slot (local hour, + 24 on a weekend: see `profile.slot_of`), the flow rate
+    the profile slot (local hour, + 24 on a weekend: see `slot_of`), the flow rate
     (per hour) and the class's thresholds.
 
     The bank works them out once per interval and hands them to every detector and to the
@@ -101,7 +115,7 @@ class Facts:
         self.start = start
         self.local_start = local
         self.hour = hour
-        self.slot = hour + 24 if (local // 86_400 + EPOCH_WEEKDAY) % 7 >= 5 else hour
+        self.slot = slot_of(start, context.utc_offset_s)
         self.rate = interval.value * 3600.0 / interval.seconds
         # `thresholds_for`, without a call for the known classes
         self.limits: ClassThresholds = THRESHOLDS.get(context.customer_class) or thresholds_for(

@@ -31,7 +31,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from detectors.base import EPOCH_WEEKDAY, Facts, Interval, MeterContext
+from detectors.base import EPOCH_WEEKDAY, Facts, Interval, MeterContext, slot_of, weekday_of
 
 __all__ = ["EPOCH_WEEKDAY", "MeterProfile", "slot_of", "weekday_of"]
 
@@ -48,19 +48,6 @@ DAY_FACTOR_RATE = 0.3  # EW weight of a new week's day in its weekday's factor
 # hour's minimum above its own rate. From the drip of a faucet to a running toilet.
 FLOOR_LEVELS = (0.4, 1.5, 5.0, 15.0)
 SHARE_SCALE = 65_535.0  # a share of 1 stored as this in an unsigned 16-bit array
-
-
-def weekday_of(start: int, utc_offset_s: int) -> int:
-    """Local day of the week of an interval starting at `start` (Monday = 0)."""
-    return ((start + utc_offset_s) // 86_400 + EPOCH_WEEKDAY) % 7
-
-
-def slot_of(start: int, utc_offset_s: int) -> int:
-    """The profile slot of an interval starting at `start` (epoch seconds, UTC)."""
-    local = start + utc_offset_s
-    hour = (local // 3600) % 24
-    weekend = (local // 86_400 + EPOCH_WEEKDAY) % 7 >= 5
-    return hour + (24 if weekend else 0)
 
 
 class MeterProfile:
